@@ -1,0 +1,142 @@
+"""Small helpers shared by the routes: JSON bodies in, SSE events and usage out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from insieme.engine.base import OutputStream
+from insieme.engine.types import FinishReason, StepOutput
+from insieme.errors import APIError, InternalError, InvalidRequestError
+
+Body = TypeVar("Body", bound=BaseModel)
+
+DONE = b"data: [DONE]\n\n"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def sse(obj: Any) -> bytes:
+    return f"data: {dumps(obj)}\n\n".encode()
+
+
+def error_event(error: APIError) -> bytes:
+    return sse(error.body())
+
+
+async def parse_body(request: Request, model: type[Body]) -> Body:
+    """Read and validate a JSON body; every failure is a 400 naming the parameter."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        # Unions report one error per branch; the first names the field well enough.
+        param = _field_path(first["loc"]) or None
+        if first["type"] == "missing":
+            message = f"'{param}' is a required parameter"
+        else:
+            message = f"invalid value for '{param}': {first['msg']}"
+        raise InvalidRequestError(message, param=param) from exc
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    # pydantic adds the union branch's type name to the location ('str', 'list[str]', ...):
+    # keep only names and indices, which is what a client can act on.
+    kept = [str(p) for p in loc if isinstance(p, int) or ("[" not in p and p not in _TYPE_TAGS)]
+    return ".".join(kept)
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "function-after", "constrained-int"}
+
+
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+    }
+
+
+def finish_text(reason: FinishReason | None) -> str | None:
+    return None if reason is None else reason.value
+
+
+class Collected:
+    """A finished non-streamed request: text and finish reason per choice, and usage."""
+
+    def __init__(self, n: int) -> None:
+        self.texts: list[list[str]] = [[] for _ in range(n)]
+        self.finish: list[str] = ["stop"] * n
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cached_tokens = 0
+
+    def text(self, index: int) -> str:
+        return "".join(self.texts[index])
+
+
+async def collect(stream: OutputStream, request: Request, n: int) -> Collected:
+    """Drain a stream for a non-streamed response; stop the request if the client leaves."""
+    result = Collected(n)
+
+    async def drain() -> None:
+        async for output in stream:
+            _raise_if_failed(output)
+            result.texts[output.index].append(output.text)
+            if output.finish_reason is not None:
+                result.finish[output.index] = output.finish_reason.value
+                result.prompt_tokens = output.prompt_tokens
+                result.cached_tokens = output.cached_tokens
+                result.completion_tokens += output.completion_tokens
+
+    task = asyncio.ensure_future(drain())
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.5)
+            if not task.done() and await request.is_disconnected():
+                task.cancel()
+                break
+        await task
+    finally:
+        await stream.aclose()
+    return result
+
+
+def _raise_if_failed(output: StepOutput) -> None:
+    if output.finish_reason is FinishReason.ERROR:
+        raise InternalError(output.error or "the engine failed on this request")
+
+
+async def events_or_error(stream: OutputStream) -> AsyncIterator[StepOutput]:
+    """Iterate a stream, always closing it (which cancels the request if unfinished)."""
+    try:
+        async for output in stream:
+            yield output
+    finally:
+        await stream.aclose()

@@ -1,0 +1,168 @@
+"""A scripted engine for fast API-layer and CLI tests. It never stands in for the real
+engine in a test that claims real model behaviour.
+
+It "tokenises" one token per character and answers with a scripted reply, one word-piece per
+step, honouring ``max_tokens``, stop strings, ``n``, cancellation and the queue bound, so the
+whole HTTP surface can be exercised in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import Callable
+from typing import Any
+
+from insieme.engine.chat_template import ChatTemplate
+from insieme.engine.stream import RequestStream
+from insieme.engine.text import StopMatcher
+from insieme.engine.types import (
+    EngineStats,
+    FinishReason,
+    GenerationRequest,
+    ModelInfo,
+    StepOutput,
+    TokenInfo,
+)
+from insieme.errors import QueueFullError
+
+DEFAULT_REPLY = "Hello! I am a scripted fake model. Ask me anything, and I will say this again."
+_PIECES = re.compile(r"\s*\S+|\s+")
+
+
+class FakeEngine:
+    """Scripted engine: ``reply`` is a string or a function of the prompt text."""
+
+    def __init__(
+        self,
+        reply: str | Callable[[str], str] = DEFAULT_REPLY,
+        *,
+        token_delay: float = 0.0,
+        max_model_len: int = 2048,
+        max_running: int = 16,
+        max_queue: int = 64,
+        start_delay: float = 0.0,
+    ) -> None:
+        self._reply = reply
+        self.token_delay = token_delay
+        self.max_running = max_running
+        self.max_queue = max_queue
+        self._start_delay = start_delay
+        self._ready = False
+        self._template = ChatTemplate(None)
+        self.info = ModelInfo(
+            path="fake.gguf",
+            n_ctx_train=max_model_len,
+            max_model_len=max_model_len,
+            n_vocab=0x110000,
+            chat_template=self._template.source,
+            bos_token="",
+            eos_token="<|im_end|>",
+            description="scripted fake engine",
+        )
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self.aborted: list[str] = []
+        self.completed = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self) -> None:
+        self._slots = asyncio.Semaphore(self.max_running)
+        if self._start_delay:
+            await asyncio.sleep(self._start_delay)
+        self._ready = True
+
+    async def stop(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        self._ready = False
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return [ord(ch) for ch in text]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return "".join(chr(t) for t in tokens)
+
+    def render_chat(
+        self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        return self._template.render(messages, tools=tools)
+
+    def stats(self) -> EngineStats:
+        running = sum(1 for _ in self._tasks)
+        return EngineStats(running=min(running, self.max_running),
+                           waiting=max(0, running - self.max_running))
+
+    def submit(self, request: GenerationRequest) -> RequestStream:
+        if len(self._tasks) >= self.max_running + self.max_queue:
+            raise QueueFullError("the server's queue is full; retry shortly", retry_after=1)
+        stream = RequestStream(request.request_id, request.n, self._abort)
+        loop = asyncio.get_running_loop()
+        self._tasks[request.request_id] = loop.create_task(self._run(request, stream))
+        return stream
+
+    def _abort(self, request_id: str) -> None:
+        task = self._tasks.pop(request_id, None)
+        if task is not None and not task.done():
+            task.cancel()
+            self.aborted.append(request_id)
+
+    async def _run(self, request: GenerationRequest, stream: RequestStream) -> None:
+        assert self._slots is not None
+        try:
+            async with self._slots:
+                prompt = self.detokenize(request.prompt_tokens)
+                reply = self._reply(prompt) if callable(self._reply) else self._reply
+                for index in range(request.n):
+                    await self._run_choice(request, stream, index, reply)
+            self.completed += 1
+        finally:
+            self._tasks.pop(request.request_id, None)
+
+    async def _run_choice(
+        self, request: GenerationRequest, stream: RequestStream, index: int, reply: str
+    ) -> None:
+        params = request.sampling
+        rng = random.Random(params.seed)
+        pieces = _PIECES.findall(reply)
+        stops = StopMatcher(params.stop)
+        room = self.info.max_model_len - len(request.prompt_tokens)
+        finish = FinishReason.STOP
+        produced = 0
+        for piece in pieces:
+            if produced >= min(params.max_tokens, room):
+                finish = FinishReason.LENGTH
+                break
+            if self.token_delay:
+                await asyncio.sleep(self.token_delay)
+            produced += 1
+            token = TokenInfo(id=sum(map(ord, piece)) % 50000, text=piece,
+                              logprob=-rng.random(), special=False)
+            text, stopped = stops.feed(piece)
+            if stopped:
+                stream.put(self._last(request, index, token, text, produced))
+                return
+            stream.put(StepOutput(index=index, token=token, text=text))
+        stream.put(self._last(request, index, None, stops.flush(), produced, finish))
+
+    def _last(
+        self,
+        request: GenerationRequest,
+        index: int,
+        token: TokenInfo | None,
+        text: str,
+        produced: int,
+        finish: FinishReason = FinishReason.STOP,
+    ) -> StepOutput:
+        return StepOutput(
+            index=index,
+            token=token,
+            text=text,
+            finish_reason=finish,
+            prompt_tokens=len(request.prompt_tokens),
+            completion_tokens=produced,
+        )
