@@ -18,12 +18,18 @@ class RequestStream:
     def __init__(self, request_id: str, n: int, on_abort: Callable[[str], None]) -> None:
         self.request_id = request_id
         self._queue: asyncio.Queue[StepOutput] = asyncio.Queue()
-        self._open_choices = n
+        self._open_choices = n  # counted as the reader sees them
+        self._undelivered = n  # counted as the engine delivers them
         self._on_abort = on_abort
         self._done = False
 
     def put(self, output: StepOutput) -> None:
         self._queue.put_nowait(output)
+
+    def finished_choice(self) -> bool:
+        """Note that a choice's last output was delivered; True once all of them were."""
+        self._undelivered -= 1
+        return self._undelivered == 0
 
     def __aiter__(self) -> AsyncIterator[StepOutput]:
         return self._iterate()

@@ -1,0 +1,250 @@
+"""The engine loop, on its own thread: schedule → run → postprocess, one decode per step.
+
+``llama_decode`` releases the GIL, so the asyncio event loop keeps serving HTTP while a
+step computes. Per-step Python work is O(sequences): fill the batch, sample each sequence
+with its C sampler chain, turn its new token into text, hand the outputs to the event loop
+in one call.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from insieme.engine.kv_slots import SlotManager
+from insieme.engine.llama_runtime import Batch, LlamaRuntime, Sampler
+from insieme.engine.scheduler import Scheduler, Work
+from insieme.engine.sequence import Sequence, SeqStatus, sequences_for
+from insieme.engine.types import FinishReason, GenerationRequest, StepOutput, TokenInfo
+
+log = logging.getLogger("insieme.engine")
+
+Emit = Callable[[list[tuple[str, StepOutput]]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Add:
+    request: GenerationRequest
+
+
+@dataclass(frozen=True, slots=True)
+class _Abort:
+    request_id: str
+
+
+class _Stop:
+    pass
+
+
+class EngineCore:
+    """Owns the scheduler and the runtime; only its thread touches them after start."""
+
+    def __init__(
+        self,
+        runtime: LlamaRuntime,
+        *,
+        max_num_seqs: int,
+        token_budget: int,
+        max_model_len: int,
+        prefix_caching: bool,
+        emit: Emit,
+    ) -> None:
+        self.runtime = runtime
+        self.max_model_len = max_model_len
+        self.slots = SlotManager(runtime, max_num_seqs, prefix_caching)
+        self.scheduler = Scheduler(self.slots, max_num_seqs, token_budget)
+        self.batch = Batch(max(token_budget, max_num_seqs), max_num_seqs)
+        self._emit = emit
+        self._inbox: queue.SimpleQueue[_Add | _Abort | _Stop] = queue.SimpleQueue()
+        self._requests: dict[str, list[Sequence]] = {}
+        self._thread: threading.Thread | None = None
+        self.steps = 0
+
+    # -- called from other threads --------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="insieme-engine", daemon=True)
+        self._thread.start()
+
+    def add(self, request: GenerationRequest) -> None:
+        self._inbox.put(_Add(request))
+
+    def abort(self, request_id: str) -> None:
+        self._inbox.put(_Abort(request_id))
+
+    def stop(self) -> None:
+        self._inbox.put(_Stop())
+        if self._thread is not None:
+            self._thread.join()
+
+    # -- the engine thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while self._drain_inbox(block=not self.scheduler.has_work()):
+            try:
+                self.step()
+            except Exception:
+                log.exception("engine step failed; failing the requests in flight")
+                self._fail_everything("the engine failed while running this request")
+
+    def _drain_inbox(self, *, block: bool) -> bool:
+        try:
+            message = self._inbox.get() if block else self._inbox.get_nowait()
+            while True:
+                if isinstance(message, _Stop):
+                    return False
+                if isinstance(message, _Add):
+                    self._admit(message.request)
+                else:
+                    self._abort(message.request_id)
+                message = self._inbox.get_nowait()
+        except queue.Empty:
+            return True
+
+    def _admit(self, request: GenerationRequest) -> None:
+        seqs = sequences_for(request)
+        seed = request.sampling.seed
+        for seq in seqs:
+            params = request.sampling
+            if seed is not None and seq.index:
+                params = replace(params, seed=seed + seq.index)
+            seq.sampler = Sampler(params, self.runtime.n_vocab)
+        leader, followers = seqs[0], seqs[1:]
+        leader.followers = followers
+        self._requests[request.request_id] = seqs
+        self.scheduler.add(leader)
+
+    def _abort(self, request_id: str) -> None:
+        for seq in self._requests.pop(request_id, []):
+            if seq.status is not SeqStatus.FINISHED:
+                self.scheduler.finish(seq)
+
+    def step(self) -> None:
+        work = self.scheduler.schedule()
+        if not work:
+            return
+        batch = self.batch
+        batch.clear()
+        sample_rows: list[tuple[Sequence, int]] = []
+        for item in work:
+            seq = item.seq
+            seq_ids = seq.seq_ids
+            tokens = seq.tokens
+            last = item.start + item.count - 1
+            for pos in range(item.start, last + 1):
+                row = batch.add(tokens[pos], pos, seq_ids, pos == last and item.sample)
+            if item.sample:
+                sample_rows.append((seq, row))
+        status = self.runtime.decode(batch)
+        if status == 1:
+            self._relieve_kv(work)
+            return
+        if status != 0:
+            self._fail(work, f"llama_decode failed with status {status}")
+            return
+        self.steps += 1
+        for item in work:
+            item.seq.num_computed += item.count
+        outputs: list[tuple[str, StepOutput]] = []
+        for seq, row in sample_rows:
+            group = [seq, *self.scheduler.unpark(seq)] if seq.followers else [seq]
+            for member in group:
+                outputs.append((member.request_id, self._sample(member, row)))
+        if outputs:
+            self._emit(outputs)
+
+    def _sample(self, seq: Sequence, row: int) -> StepOutput:
+        runtime = self.runtime
+        try:
+            assert seq.sampler is not None
+            token = seq.sampler.sample(runtime.ctx, row)
+            logprob = runtime.logprob(row, token)
+        except Exception as exc:  # one sequence's failure must not end the others
+            log.exception("sampling failed for %s", seq.request_id)
+            return self._finish(seq, None, "", FinishReason.ERROR, error=str(exc))
+        seq.tokens.append(token)
+        params = seq.request.sampling
+        if runtime.is_eog(token) and not params.ignore_eos:
+            text = self._release(seq, seq.utf8.flush())
+            info = TokenInfo(id=token, text="", logprob=logprob, special=True)
+            return self._finish(seq, info, text, FinishReason.STOP)
+        text = seq.utf8.feed(runtime.piece(token))
+        finish: FinishReason | None = None
+        if seq.stops is not None:
+            text, stopped = seq.stops.feed(text)
+            if stopped:
+                finish = FinishReason.STOP
+        if finish is None and (
+            seq.num_generated >= params.max_tokens or len(seq.tokens) >= self.max_model_len
+        ):
+            finish = FinishReason.LENGTH
+            text += self._release(seq, seq.utf8.flush())
+        info = TokenInfo(id=token, text=text, logprob=logprob,
+                         special=runtime.is_control(token))
+        if finish is not None:
+            return self._finish(seq, info, text, finish)
+        return StepOutput(index=seq.index, token=info, text=text)
+
+    @staticmethod
+    def _release(seq: Sequence, tail: str) -> str:
+        """Text still held back when a sequence ends for a reason other than a stop string."""
+        if seq.stops is None:
+            return tail
+        text, stopped = seq.stops.feed(tail)
+        return text if stopped else text + seq.stops.flush()
+
+    def _finish(
+        self,
+        seq: Sequence,
+        token: TokenInfo | None,
+        text: str,
+        reason: FinishReason,
+        *,
+        error: str | None = None,
+    ) -> StepOutput:
+        seq.finish_reason = reason
+        self.scheduler.finish(seq)
+        siblings = self._requests.get(seq.request_id, [])
+        if all(s.finish_reason is not None for s in siblings):
+            self._requests.pop(seq.request_id, None)
+        return StepOutput(
+            index=seq.index,
+            token=token,
+            text=text,
+            finish_reason=reason,
+            prompt_tokens=seq.prompt_len,
+            completion_tokens=seq.num_generated,
+            cached_tokens=seq.cached_tokens,
+            error=error,
+        )
+
+    def _relieve_kv(self, work: list[Work]) -> None:
+        """The batch found no room in the KV cache: drop a cached prefix, else preempt."""
+        if self.slots.drop_one_cached():
+            return
+        victim = self.scheduler.preempt_newest()
+        if victim is not None:
+            log.info("KV cache full: preempted %s (it will be recomputed)", victim.request_id)
+            return
+        self._fail(work, "the KV cache cannot hold this request")
+
+    def _fail(self, work: list[Work], message: str) -> None:
+        self._fail_requests({item.seq.request_id for item in work}, message)
+
+    def _fail_everything(self, message: str) -> None:
+        self._fail_requests(set(self._requests), message)
+
+    def _fail_requests(self, request_ids: set[str], message: str) -> None:
+        """End every choice of these requests with an error; their KV cells are freed."""
+        outputs = []
+        for request_id in request_ids:
+            for seq in list(self._requests.get(request_id, [])):
+                if seq.finish_reason is None:
+                    self.slots.release(seq, keep=False)
+                    outputs.append((request_id, self._finish(
+                        seq, None, "", FinishReason.ERROR, error=message)))
+        if outputs:
+            self._emit(outputs)

@@ -1,0 +1,175 @@
+"""The llama.cpp engine behind the ``Engine`` interface: loads the model off the event loop,
+runs ``EngineCore`` on its own thread, and hands each request's outputs to its stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from insieme.config import MAX_DEFAULT_MODEL_LEN, EngineConfig
+from insieme.engine.chat_template import ChatTemplate
+from insieme.engine.core import EngineCore
+from insieme.engine.llama_runtime import ContextShape, LlamaRuntime
+from insieme.engine.stream import RequestStream
+from insieme.engine.types import EngineStats, GenerationRequest, ModelInfo, StepOutput
+from insieme.errors import ConfigError, QueueFullError, ServiceUnavailable
+
+log = logging.getLogger("insieme.engine")
+
+
+def context_shape(config: EngineConfig, max_model_len: int) -> ContextShape:
+    """KV cells for every running sequence to reach a useful length, and one at full length."""
+    cells = config.kv_cache_tokens or max(max_model_len, 1024 * config.max_num_seqs)
+    if cells < max_model_len:
+        raise ConfigError("--kv-cache-tokens must be at least --max-model-len")
+    return ContextShape(
+        n_ctx=cells,
+        n_batch=max(config.max_num_batched_tokens, config.max_num_seqs),
+        n_seq_max=config.max_num_seqs,
+        n_threads=config.threads,
+    )
+
+
+class LlamaEngine:
+    """Continuous-batching llama.cpp engine; see ``insieme.engine.core`` for the loop."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.info = ModelInfo(path=config.model_path, n_ctx_train=0,
+                              max_model_len=config.max_model_len or 0, n_vocab=0,
+                              chat_template=None, bos_token="", eos_token="")
+        self._runtime: LlamaRuntime | None = None
+        self._core: EngineCore | None = None
+        self._template: ChatTemplate | None = None
+        self._streams: dict[str, RequestStream] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._load_task: asyncio.Task[None] | None = None
+        self.load_error: BaseException | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._core is not None
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin loading; the server answers /health with 503 until the model is ready."""
+        self._loop = asyncio.get_running_loop()
+        self._load_task = asyncio.create_task(self._load())
+
+    async def wait_ready(self) -> None:
+        if self._load_task is not None:
+            await self._load_task
+
+    async def _load(self) -> None:
+        try:
+            runtime, info = await asyncio.to_thread(self._load_blocking)
+        except BaseException as exc:
+            self.load_error = exc
+            log.error("could not load the model: %s", exc)
+            raise
+        self._runtime = runtime
+        self.info = info
+        self._template = ChatTemplate(info.chat_template, bos_token=info.bos_token,
+                                      eos_token=info.eos_token)
+        core = EngineCore(
+            runtime,
+            max_num_seqs=self.config.max_num_seqs,
+            token_budget=max(self.config.max_num_batched_tokens, self.config.max_num_seqs),
+            max_model_len=info.max_model_len,
+            prefix_caching=self.config.enable_prefix_caching,
+            emit=self._emit,
+        )
+        core.start()
+        self._core = core
+
+    def _load_blocking(self) -> tuple[LlamaRuntime, ModelInfo]:
+        probe_len = self.config.max_model_len or MAX_DEFAULT_MODEL_LEN
+        runtime = LlamaRuntime(self.config.model_path, context_shape(self.config, probe_len))
+        max_model_len = self.config.max_model_len or min(runtime.n_ctx_train,
+                                                         MAX_DEFAULT_MODEL_LEN)
+        eos_id = runtime.meta("tokenizer.ggml.eos_token_id")
+        info = ModelInfo(
+            path=self.config.model_path,
+            n_ctx_train=runtime.n_ctx_train,
+            max_model_len=min(max_model_len, runtime.n_ctx),
+            n_vocab=runtime.n_vocab,
+            chat_template=runtime.meta("tokenizer.chat_template"),
+            bos_token=runtime.token_text(runtime.bos_id) if runtime.bos_id >= 0 else "",
+            eos_token=runtime.token_text(int(eos_id)) if eos_id else "",
+            description=runtime.meta("general.name") or "",
+        )
+        return runtime, info
+
+    async def stop(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        if self._core is not None:
+            core, self._core = self._core, None
+            await asyncio.to_thread(core.stop)
+        if self._runtime is not None:
+            self._runtime.close()
+            self._runtime = None
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _require(self) -> tuple[LlamaRuntime, EngineCore]:
+        if self._runtime is None or self._core is None:
+            raise ServiceUnavailable("the model is still loading; retry shortly")
+        return self._runtime, self._core
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        runtime, _ = self._require()
+        tokens = runtime.tokenize(text, add_special=add_special and runtime.add_bos)
+        return tokens
+
+    def render_chat(
+        self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        self._require()
+        assert self._template is not None
+        return self._template.render(messages, tools=tools)
+
+    def submit(self, request: GenerationRequest) -> RequestStream:
+        _, core = self._require()
+        if len(self._streams) >= self.config.max_num_seqs + self.config.max_queue:
+            raise QueueFullError(
+                f"the server is busy: {len(self._streams)} requests are running or waiting; "
+                "retry shortly",
+                retry_after=1,
+            )
+        stream = RequestStream(request.request_id, request.n, self._abort)
+        self._streams[request.request_id] = stream
+        core.add(request)
+        return stream
+
+    def _abort(self, request_id: str) -> None:
+        if self._streams.pop(request_id, None) is not None and self._core is not None:
+            self._core.abort(request_id)
+
+    def _emit(self, outputs: list[tuple[str, StepOutput]]) -> None:
+        # Engine thread: one hop to the event loop per step, whatever the batch size.
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._deliver, outputs)
+
+    def _deliver(self, outputs: list[tuple[str, StepOutput]]) -> None:
+        for request_id, output in outputs:
+            stream = self._streams.get(request_id)
+            if stream is None:
+                continue  # aborted meanwhile
+            stream.put(output)
+            if output.finish_reason is not None and stream.finished_choice():
+                del self._streams[request_id]
+
+    def stats(self) -> EngineStats:
+        core = self._core
+        if core is None:
+            return EngineStats(running=0, waiting=0)
+        scheduler = core.scheduler
+        return EngineStats(
+            running=scheduler.num_running,
+            waiting=scheduler.num_waiting,
+            kv_cells_used=core.slots.cells_in_use(),
+            kv_cells_total=core.runtime.n_ctx,
+        )

@@ -1,0 +1,247 @@
+"""The only module that touches llama-cpp-python's low-level ctypes API.
+
+It loads a GGUF model into one context whose KV cache is shared by many sequences, and
+offers the few operations the engine needs: tokenise, batch decode, read logits, sample
+with a per-sequence C sampler chain, and move sequences in the KV cache.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+
+import llama_cpp as llama
+import numpy as np
+
+from insieme.engine.types import SamplingParams
+from insieme.errors import ConfigError, EngineError
+
+# Tokens the repetition/frequency/presence penalties look back over (llama-server's default).
+PENALTY_LAST_N = 64
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+def _quiet_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp logs every load and decode detail to stderr; a server's log is ours.
+    return None
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            llama.llama_log_set(_quiet_log, ctypes.c_void_p(0))
+            llama.llama_backend_init()
+            _backend_ready = True
+
+
+@dataclass(frozen=True, slots=True)
+class ContextShape:
+    """How big the one context is."""
+
+    n_ctx: int  # KV cells shared by all sequences
+    n_batch: int  # most tokens in one llama_decode
+    n_seq_max: int  # sequence ids that may live in the KV cache at once
+    n_threads: int
+
+
+class Sampler:
+    """A per-sequence llama.cpp sampler chain (penalties → top-k → top-p → min-p → temp → dist)."""
+
+    __slots__ = ("_chain",)
+
+    def __init__(self, params: SamplingParams, n_vocab: int) -> None:
+        chain_params = llama.llama_sampler_chain_default_params()
+        chain_params.no_perf = True
+        chain = llama.llama_sampler_chain_init(chain_params)
+        add = llama.llama_sampler_chain_add
+        if (params.repetition_penalty != 1.0 or params.frequency_penalty
+                or params.presence_penalty):
+            add(chain, llama.llama_sampler_init_penalties(
+                n_vocab, PENALTY_LAST_N, params.repetition_penalty,
+                params.frequency_penalty, params.presence_penalty))
+        if params.greedy:
+            add(chain, llama.llama_sampler_init_greedy())
+        else:
+            if params.top_k > 0:
+                add(chain, llama.llama_sampler_init_top_k(params.top_k))
+            if params.top_p < 1.0:
+                add(chain, llama.llama_sampler_init_top_p(params.top_p, 1))
+            if params.min_p > 0.0:
+                add(chain, llama.llama_sampler_init_min_p(params.min_p, 1))
+            add(chain, llama.llama_sampler_init_temp(params.temperature))
+            seed = params.seed if params.seed is not None else llama.LLAMA_DEFAULT_SEED
+            add(chain, llama.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        self._chain = chain
+
+    def sample(self, ctx: llama.llama_context_p, row: int) -> int:
+        return int(llama.llama_sampler_sample(self._chain, ctx, row))
+
+    def accept(self, token: int) -> None:
+        llama.llama_sampler_accept(self._chain, token)
+
+    def close(self) -> None:
+        if self._chain:
+            llama.llama_sampler_free(self._chain)
+            self._chain = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Batch:
+    """A reusable llama_batch: rows of (token, position, sequence ids, want logits)."""
+
+    def __init__(self, capacity: int, n_seq_max: int) -> None:
+        self.capacity = capacity
+        self._batch = llama.llama_batch_init(capacity, 0, n_seq_max)
+        self.size = 0
+
+    def clear(self) -> None:
+        self.size = 0
+
+    def add(self, token: int, pos: int, seq_ids: list[int], logits: bool) -> int:
+        """Append a row; returns its index (to read its logits after decoding)."""
+        i = self.size
+        b = self._batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = len(seq_ids)
+        row = b.seq_id[i]
+        for k, seq in enumerate(seq_ids):
+            row[k] = seq
+        b.logits[i] = logits
+        self.size = i + 1
+        return i
+
+    def native(self) -> llama.llama_batch:
+        self._batch.n_tokens = self.size
+        return self._batch
+
+    def close(self) -> None:
+        if self._batch is not None:
+            llama.llama_batch_free(self._batch)
+            self._batch = None
+
+
+class LlamaRuntime:
+    """One model, one context, many sequences in a unified KV cache."""
+
+    def __init__(self, model_path: str, shape: ContextShape) -> None:
+        _init_backend()
+        model_params = llama.llama_model_default_params()
+        self.model = llama.llama_model_load_from_file(model_path.encode(), model_params)
+        if not self.model:
+            raise ConfigError(f"llama.cpp could not load the model file {model_path}")
+        self.vocab = llama.llama_model_get_vocab(self.model)
+        self.n_vocab = int(llama.llama_vocab_n_tokens(self.vocab))
+        self.n_ctx_train = int(llama.llama_model_n_ctx_train(self.model))
+        params = llama.llama_context_default_params()
+        params.n_ctx = shape.n_ctx
+        params.n_batch = shape.n_batch
+        params.n_ubatch = shape.n_batch
+        params.n_seq_max = shape.n_seq_max
+        params.n_threads = shape.n_threads
+        params.n_threads_batch = shape.n_threads
+        # One pool of cells for every sequence, so a cached prefix can be shared by
+        # several sequences (llama_memory_seq_cp only relabels cells within a stream).
+        params.kv_unified = True
+        params.no_perf = True
+        self.ctx = llama.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            llama.llama_model_free(self.model)
+            raise ConfigError("llama.cpp could not create a context (out of memory?)")
+        self.shape = shape
+        self.n_ctx = int(llama.llama_n_ctx(self.ctx))
+        self.memory = llama.llama_get_memory(self.ctx)
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self.bos_id = int(llama.llama_vocab_bos(self.vocab))
+        self.add_bos = bool(llama.llama_vocab_get_add_bos(self.vocab))
+
+    # -- text ---------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8", errors="replace")
+        capacity = len(data) + 8
+        out = (llama.llama_token * capacity)()
+        n = llama.llama_tokenize(self.vocab, data, len(data), out, capacity, add_special,
+                                 parse_special)
+        if n < 0:
+            capacity = -n
+            out = (llama.llama_token * capacity)()
+            n = llama.llama_tokenize(self.vocab, data, len(data), out, capacity, add_special,
+                                     parse_special)
+        if n < 0:
+            raise EngineError("tokenisation failed")
+        return list(out[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for (special tokens render as nothing); cached."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            n = llama.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, False)
+            cached = self._piece_buf.raw[: max(n, 0)]
+            self._pieces[token] = cached
+        return cached
+
+    def token_text(self, token: int) -> str:
+        n = llama.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, True)
+        return self._piece_buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama.llama_vocab_is_eog(self.vocab, token))
+
+    def is_control(self, token: int) -> bool:
+        return bool(llama.llama_vocab_is_control(self.vocab, token))
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = llama.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            llama.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace")
+
+    # -- compute ------------------------------------------------------------------------
+
+    def decode(self, batch: Batch) -> int:
+        return int(llama.llama_decode(self.ctx, batch.native()))
+
+    def logits(self, row: int) -> np.ndarray:
+        ptr = llama.llama_get_logits_ith(self.ctx, row)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def logprob(self, row: int, token: int) -> float:
+        """log softmax of the raw logits at ``token`` (before any sampler transformation)."""
+        logits = self.logits(row)
+        peak = float(logits.max())
+        return float(logits[token]) - peak - float(np.log(np.exp(logits - peak).sum()))
+
+    # -- KV cache -----------------------------------------------------------------------
+
+    def seq_rm(self, seq: int, p0: int = 0, p1: int = -1) -> bool:
+        return bool(llama.llama_memory_seq_rm(self.memory, seq, p0, p1))
+
+    def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None:
+        llama.llama_memory_seq_cp(self.memory, src, dst, p0, p1)
+
+    def seq_pos_max(self, seq: int) -> int:
+        return int(llama.llama_memory_seq_pos_max(self.memory, seq))
+
+    def clear(self) -> None:
+        llama.llama_memory_clear(self.memory, True)
+
+    def close(self) -> None:
+        if self.ctx:
+            llama.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            llama.llama_model_free(self.model)
+            self.model = None

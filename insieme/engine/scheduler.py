@@ -1,0 +1,134 @@
+"""Continuous-batching policy: which sequences feed which tokens into the next decode.
+
+Each step every decoding sequence adds its one new token; the rest of the token budget goes
+to prompt chunks (chunked prefill) of sequences still prefilling, oldest first, then to newly
+admitted requests while KV slots are free. A request that finds the queue full is refused
+before it gets here (see ``LlamaEngine.submit``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from insieme.engine.kv_slots import SlotManager
+from insieme.engine.sequence import Sequence, SeqStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """``count`` tokens of ``seq`` from position ``start``; sample after them if ``sample``."""
+
+    seq: Sequence
+    start: int
+    count: int
+
+    @property
+    def sample(self) -> bool:
+        return self.start + self.count == len(self.seq.tokens)
+
+
+class Scheduler:
+    """Short policy over explicit state; the KV bookkeeping lives in ``SlotManager``."""
+
+    def __init__(self, slots: SlotManager, max_num_seqs: int, token_budget: int) -> None:
+        self.slots = slots
+        self.max_num_seqs = max_num_seqs
+        self.token_budget = token_budget
+        self.waiting: deque[Sequence] = deque()  # group leaders; followers ride along
+        self.running: list[Sequence] = []
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running) + sum(len(s.followers) for s in self.running)
+
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def add(self, leader: Sequence) -> None:
+        self.waiting.append(leader)
+
+    def schedule(self) -> list[Work]:
+        budget = self.token_budget
+        work: list[Work] = []
+        prefilling: list[Sequence] = []
+        for seq in self.running:
+            if seq.num_pending == 1:
+                work.append(Work(seq, seq.num_computed, 1))
+                budget -= 1
+            else:
+                prefilling.append(seq)
+        for seq in prefilling:
+            if budget <= 0:
+                break
+            count = min(seq.num_pending, budget)
+            work.append(Work(seq, seq.num_computed, count))
+            budget -= count
+        while self.waiting and budget > 0:
+            leader = self.waiting[0]
+            needed = 1 + len(leader.followers)
+            if self.slots.free < needed or self.num_running + needed > self.max_num_seqs:
+                break
+            self.waiting.popleft()
+            self._admit(leader)
+            count = min(leader.num_pending, budget)
+            work.append(Work(leader, leader.num_computed, count))
+            budget -= count
+        return work
+
+    def _admit(self, leader: Sequence) -> None:
+        leader.cached_tokens = self.slots.acquire(leader)
+        leader.status = SeqStatus.RUNNING
+        for follower in leader.followers:
+            self.slots.acquire_shared(follower, leader)
+            follower.status = SeqStatus.PARKED
+        self.running.append(leader)
+
+    def unpark(self, leader: Sequence) -> list[Sequence]:
+        """After a leader's shared prefill: its followers run on their own from now on."""
+        followers, leader.followers = leader.followers, []
+        for follower in followers:
+            follower.num_computed = leader.num_computed
+            follower.cached_tokens = leader.cached_tokens
+            follower.status = SeqStatus.RUNNING
+            self.running.append(follower)
+        return followers
+
+    def finish(self, seq: Sequence) -> None:
+        """Take a sequence out of the batch and free its slot (followers included)."""
+        for follower in seq.followers:
+            self.finish(follower)
+        seq.followers = []
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq.status is SeqStatus.WAITING and seq in self.waiting:
+            self.waiting.remove(seq)
+        self.slots.release(seq, keep=seq.status is not SeqStatus.PARKED)
+        seq.status = SeqStatus.FINISHED
+
+    def preempt_newest(self) -> Sequence | None:
+        """Free the KV cells of the newest running sequence; it will be recomputed later."""
+        if len(self.running) <= 1:
+            return None  # the cache always holds one sequence of max_model_len
+        victim = max(self.running, key=lambda s: s.arrival)
+        self.running.remove(victim)
+        for follower in victim.followers:
+            self.slots.release(follower, keep=False)
+            follower.status = SeqStatus.WAITING
+        self.slots.release(victim, keep=False)
+        victim.num_computed = 0
+        victim.status = SeqStatus.WAITING
+        self.waiting.appendleft(victim)
+        return victim
+
+    def sequences_of(self, request_id: str) -> list[Sequence]:
+        found = []
+        for seq in [*self.running, *self.waiting]:
+            if seq.request_id == request_id:
+                found.append(seq)
+                found.extend(seq.followers)
+        return found
