@@ -1,0 +1,222 @@
+"""Results as a JSON document, and as tables for the terminal (one run, or two compared)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from insieme import __version__
+from insieme.bench.metrics import LevelMetrics
+from insieme.errors import ConfigError
+
+# (results key, distribution key or None, column title, higher is better)
+COMPARED = (
+    ("request_throughput", None, "req/s", True),
+    ("output_throughput", None, "output tok/s", True),
+    ("ttft_ms", "p50", "TTFT p50 ms", False),
+    ("ttft_ms", "p99", "TTFT p99 ms", False),
+    ("tpot_ms", "p50", "TPOT p50 ms", False),
+    ("itl_ms", "p50", "ITL p50 ms", False),
+    ("e2e_ms", "p50", "E2E p50 ms", False),
+)
+LATENCIES = (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("itl_ms", "ITL"), ("e2e_ms", "E2E"))
+
+
+def build_results(
+    settings: dict[str, Any], server: dict[str, Any], levels: list[LevelMetrics]
+) -> dict[str, Any]:
+    """The results document: what was measured, where, when, and the numbers per level."""
+    sources = {level.output_tokens_source for level in levels} - {"none"}
+    return {
+        "tool": f"insieme bench {__version__}",
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "server": server,
+        "settings": settings,
+        "output_tokens_source": sources.pop() if len(sources) == 1 else
+        ("mixed" if sources else "none"),
+        "levels": [asdict(level) for level in levels],
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine that ran the benchmark (the server's, too, when it ran on localhost)."""
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or None,
+        "memory_gib": _memory_gib(),
+    }
+
+
+def _proc_field(path: str, name: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as lines:
+            for line in lines:
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def _memory_gib() -> float | None:
+    total = _proc_field("/proc/meminfo", "MemTotal")  # "131072000 kB"
+    if not total or not total.split()[0].isdigit():
+        return None
+    return round(int(total.split()[0]) / 2**20, 1)
+
+
+def write_json(results: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """A results file written earlier (for --compare); a bad one is a ``ConfigError``."""
+    try:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--compare: cannot read {path}: {exc}") from exc
+    if not isinstance(results, dict) or not isinstance(results.get("levels"), list):
+        raise ConfigError(f"--compare: {path} is not an insieme bench results file")
+    return results
+
+
+def label_of(results: dict[str, Any], fallback: str = "run") -> str:
+    return str((results.get("server") or {}).get("label") or fallback)
+
+
+def _value(level: dict[str, Any], key: str, stat: str | None) -> float | None:
+    value = level.get(key) if stat is None else (level.get(key) or {}).get(stat)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    # Three significant figures or so: enough to compare, few enough to read.
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def _errors(level: dict[str, Any]) -> str:
+    errors = level.get("errors") or {}
+    return ", ".join(f"{kind}×{count}" for kind, count in errors.items()) or "0"
+
+
+def print_report(results: dict[str, Any], console: Console,
+                 compare: dict[str, Any] | None = None) -> None:
+    """The summary and latency tables, then the comparison when there is one."""
+    settings, server = results.get("settings", {}), results.get("server", {})
+    title = (f"{label_of(results)} · {server.get('model')} · "
+             f"{settings.get('requests')} requests/level · max_tokens {settings.get('max_tokens')}")
+    summary = Table(title=title, title_justify="left")
+    for name in ("concurrency", "ok", "errors", "req/s", "output tok/s", "TTFT p50 ms",
+                 "TTFT p99 ms", "TPOT p50 ms", "ITL p50 ms", "E2E p50 ms"):
+        summary.add_column(name, justify="left" if name == "errors" else "right")
+    for level in results["levels"]:
+        summary.add_row(
+            str(level["concurrency"]), str(level["completed"]), _errors(level),
+            *(_fmt(_value(level, key, stat)) for key, stat, _, _ in COMPARED),
+        )
+    console.print(summary)
+    latency = Table(title="latency (ms)", title_justify="left")
+    for name in ("concurrency", "metric", "mean", "p50", "p90", "p99"):
+        latency.add_column(name, justify="left" if name == "metric" else "right")
+    for level in results["levels"]:
+        for key, name in LATENCIES:
+            dist = level.get(key) or {}
+            latency.add_row(str(level["concurrency"]), name,
+                            *(_fmt(dist.get(stat)) for stat in ("mean", "p50", "p90", "p99")),
+                            end_section=key == LATENCIES[-1][0])
+    console.print(latency)
+    for note in notes(results):
+        console.print(f"[yellow]note:[/] {note}")
+    if compare is not None:
+        print_comparison(results, compare, console)
+
+
+def notes(results: dict[str, Any]) -> list[str]:
+    """What a reader must know to trust the numbers: token counting, errors."""
+    found = []
+    if results.get("output_tokens_source") in ("chunks", "mixed"):
+        found.append("the server sent no usage for some or all requests: output tokens were "
+                     "counted as content chunks, which may differ from real tokens")
+    for level in results["levels"]:
+        for kind, example in (level.get("error_examples") or {}).items():
+            found.append(f"concurrency {level['concurrency']}: {kind}: {example}")
+    return found
+
+
+def print_comparison(results: dict[str, Any], other: dict[str, Any], console: Console) -> None:
+    """Both runs side by side per level, with this run's value over the other's."""
+    mine, theirs = comparison_labels(results, other)
+    table = Table(title=f"{mine} vs {theirs} (ratio = {mine} / {theirs})", title_justify="left")
+    for name in ("concurrency", "metric", mine, theirs, "ratio"):
+        table.add_column(name, justify="left" if name == "metric" else "right")
+    others = {level["concurrency"]: level for level in other["levels"]}
+    shared = [level for level in results["levels"] if level["concurrency"] in others]
+    for level in shared:
+        peer = others[level["concurrency"]]
+        for key, stat, name, higher_better in COMPARED:
+            a, b = _value(level, key, stat), _value(peer, key, stat)
+            table.add_row(str(level["concurrency"]), name, _fmt(a), _fmt(b),
+                          _ratio_cell(a, b, higher_better), end_section=name == COMPARED[-1][2])
+    console.print(table)
+    if not shared:
+        console.print("[yellow]note:[/] the two runs share no concurrency level")
+    for difference in setting_differences(results, other):
+        console.print(f"[yellow]note:[/] the runs differ: {difference}")
+
+
+def setting_differences(results: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """What makes two runs not like for like (a ratio across them then means less)."""
+    found = []
+    pairs = [(f"settings.{key}", (results.get("settings") or {}).get(key),
+              (other.get("settings") or {}).get(key))
+             for key in ("max_tokens", "requests", "temperature", "ignore_eos", "prompts_source")]
+    pairs.append(("model", (results.get("server") or {}).get("model"),
+                  (other.get("server") or {}).get("model")))
+    for name, mine, theirs in pairs:
+        if mine != theirs:
+            found.append(f"{name.removeprefix('settings.')} {mine} vs {theirs}")
+    return found
+
+
+def comparison_labels(results: dict[str, Any], other: dict[str, Any]) -> tuple[str, str]:
+    mine, theirs = label_of(results, "this run"), label_of(other, "other run")
+    if mine == theirs:  # two runs of one server (before/after): tell them apart by time
+        mine = f"{mine} ({_short_time(results, 'this run')})"
+        theirs = f"{theirs} ({_short_time(other, 'other run')})"
+    return mine, theirs
+
+
+def _short_time(results: dict[str, Any], fallback: str) -> str:
+    stamp = str(results.get("timestamp") or "")  # "2026-01-02T03:04:05+00:00"
+    return stamp[:16].replace("T", " ") if stamp else fallback
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def _ratio_cell(a: float | None, b: float | None, higher_better: bool) -> str:
+    value = ratio(a, b)
+    if value is None:
+        return "—"
+    better = value > 1.02 if higher_better else value < 0.98
+    worse = value < 0.98 if higher_better else value > 1.02
+    colour = "green" if better else "red" if worse else "default"
+    return f"[{colour}]{value:.2f}×[/]"
