@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from insieme.bench.cli import add_bench_command
+from insieme.chat import add_chat_command
 from insieme.config import (
     BUNDLED_MODEL_NAME,
     EngineConfig,
@@ -101,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
+    add_bench_command(sub)
+    add_chat_command(sub)
     return parser
 
 

@@ -2,7 +2,7 @@
 
     InsiemeError
     ├── ConfigError              bad flags or model file; the CLI prints it and exits non-zero
-    ├── EngineError              the engine failed while serving (HTTP 500, no traceback on the wire)
+    ├── EngineError              the engine failed while serving (HTTP 500, no traceback)
     └── APIError                 anything that becomes an HTTP error body
         ├── InvalidRequestError  400, names the offending ``param``
         ├── AuthenticationError  401

@@ -59,7 +59,9 @@ class InProcessServer:
         self.thread.join(timeout=10)
 
 
-def wait_healthy(root: str, timeout: float = 120.0, process: subprocess.Popen | None = None) -> None:
+def wait_healthy(
+    root: str, timeout: float = 120.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:

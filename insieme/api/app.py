@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hmac
 import logging
-from pathlib import Path
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -30,7 +30,7 @@ log = logging.getLogger("insieme.api")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 # Paths anyone may read without a key.
-PUBLIC_PATHS = frozenset({"/health", "/", "/openapi.json", "/docs", "/favicon.ico"})
+PUBLIC_PATHS = frozenset({"/health", "/", "/openapi.json", "/docs"})
 PUBLIC_PREFIXES = ("/static/",)
 
 
@@ -93,7 +93,11 @@ def create_app(engine: Engine, config: ServerConfig) -> ASGIApp:
             ):
                 return _error_response(AuthenticationError(
                     "Invalid or missing API key: send 'Authorization: Bearer <key>'"))
-        return await call_next(request)
+        response = await call_next(request)
+        if path.startswith("/static/"):
+            # The playground's files change with every upgrade: always revalidate them.
+            response.headers["Cache-Control"] = "no-cache"
+        return response
 
     @app.exception_handler(APIError)
     async def on_api_error(request: Request, exc: APIError) -> Response:

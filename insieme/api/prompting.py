@@ -101,6 +101,7 @@ def sampling_params(body: SamplingFields, max_tokens: int) -> SamplingParams:
         seed=body.seed,
         max_tokens=max_tokens,
         stop=stop,
+        ignore_eos=body.ignore_eos,
     )
 
 

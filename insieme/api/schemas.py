@@ -69,6 +69,8 @@ class SamplingFields(_Body):
     logit_bias: dict[str, float] | None = None
     echo: bool | None = None
     context_length_exceeded_behavior: Literal["error", "truncate"] = "error"
+    # vLLM's extension: keep generating past end-of-sequence (benchmarks of fixed length).
+    ignore_eos: bool = False
 
 
 class ChatCompletionRequest(SamplingFields):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from insieme.engine.kv_slots import SlotManager
 from insieme.engine.llama_runtime import Batch, LlamaRuntime, Sampler
 from insieme.engine.scheduler import Scheduler, Work
-from insieme.engine.sequence import Sequence, SeqStatus, sequences_for
+from insieme.engine.sequence import SeqStatus, Sequence, sequences_for
 from insieme.engine.types import FinishReason, GenerationRequest, StepOutput, TokenInfo
 
 log = logging.getLogger("insieme.engine")

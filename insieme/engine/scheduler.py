@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from insieme.engine.kv_slots import SlotManager
-from insieme.engine.sequence import Sequence, SeqStatus
+from insieme.engine.sequence import SeqStatus, Sequence
 
 
 @dataclass(frozen=True, slots=True)
