@@ -28,8 +28,10 @@ def raw_decode(runtime: LlamaRuntime, n_seqs: int, n_tokens: int) -> float:
     prompt = runtime.tokenize(PROMPT, add_special=False)
     batch = Batch(max(len(prompt), n_seqs), n_seqs)
     for pos, token in enumerate(prompt):
-        batch.add(token, pos, list(range(n_seqs)), pos == len(prompt) - 1)
+        batch.add(token, pos, [0], pos == len(prompt) - 1)
     assert runtime.decode(batch) == 0
+    for seq in range(1, n_seqs):  # every sequence starts from the same prompt, prefilled once
+        runtime.seq_copy_prefix(0, seq, len(prompt))
     samplers = [Sampler(SamplingParams(temperature=0, ignore_eos=True), runtime.n_vocab)
                 for _ in range(n_seqs)]
     rows = [len(prompt) - 1] * n_seqs

@@ -6,23 +6,35 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from insieme.admin import add_admin_commands
 from insieme.bench.cli import add_bench_command
 from insieme.chat import add_chat_command
 from insieme.config import (
     BUNDLED_MODEL_NAME,
+    FAULT_INJECTION_ENV,
     EngineConfig,
+    LimitsConfig,
     ServerConfig,
     bundled_model_path,
 )
+from insieme.config_file import load_config_file
 from insieme.errors import ConfigError, InsiemeError
+from insieme.ledger import default_ledger_path
 
 _ENGINE_DEFAULTS = EngineConfig()
 _SERVER_DEFAULTS = ServerConfig()
+_LIMITS_DEFAULTS = LimitsConfig()
 
 
-def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_serve(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    file_defaults: dict[str, Any] | None = None,
+) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a GGUF model with a Together/OpenAI-compatible API")
+    p.add_argument("--config", default=None, metavar="TOML",
+                   help="a file with the same keys as these flags (flags override it)")
     p.add_argument("--host", default=_SERVER_DEFAULTS.host)
     p.add_argument("--port", type=int, default=_SERVER_DEFAULTS.port)
     p.add_argument("--model", default=None,
@@ -33,9 +45,11 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="require 'Authorization: Bearer KEY' (also INSIEME_API_KEY)")
     p.add_argument("--max-model-len", type=int, default=None,
                    help="context length per request (default: the model's, at most 8192)")
-    p.add_argument("--default-max-tokens", type=int,
-                   default=_SERVER_DEFAULTS.default_max_tokens,
-                   help="max_tokens when a request gives none")
+    p.add_argument("--api-keys-file", default=None, metavar="TOML",
+                   help="named API keys (SHA-256 hashes) with optional per-minute limits")
+    p.add_argument("--default-max-tokens", type=int, default=None,
+                   help=f"max_tokens when a request gives none (default: "
+                   f"{_SERVER_DEFAULTS.default_max_tokens}, at most --max-tokens-cap)")
     p.add_argument("--max-num-seqs", type=int, default=_ENGINE_DEFAULTS.max_num_seqs,
                    help="sequences decoded together in one batch")
     p.add_argument("--max-num-batched-tokens", type=int,
@@ -43,22 +57,48 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="tokens per engine step (decodes plus prompt chunks)")
     p.add_argument("--max-queue", type=int, default=_ENGINE_DEFAULTS.max_queue,
                    help="requests that may wait for a slot; beyond it, 429")
+    p.add_argument("--kv-unified", action="store_true",
+                   help="one KV pool shared by all sequences (default: a stream per sequence)")
     p.add_argument("--kv-cache-tokens", type=int, default=None,
-                   help="KV cache cells shared by all sequences (default: derived)")
+                   help="with --kv-unified: cells in the shared pool (default: derived)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--no-prefix-caching", action="store_true",
                    help="do not reuse KV cache across requests")
+    p.add_argument("--max-request-bytes", type=int,
+                   default=_LIMITS_DEFAULTS.max_request_bytes,
+                   help="largest request body; beyond it, 413")
+    p.add_argument("--max-prompt-tokens", type=int, default=None,
+                   help="longest prompt in tokens; beyond it, 400 (default: the context)")
+    p.add_argument("--max-tokens-cap", type=int, default=None,
+                   help="largest max_tokens a request may ask for; beyond it, 400")
+    p.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS",
+                   help="end a request this long after it arrived (default: never)")
+    p.add_argument("--shutdown-grace", type=float, default=_SERVER_DEFAULTS.shutdown_grace,
+                   metavar="SECONDS",
+                   help="on SIGTERM, time running requests get to finish")
+    p.add_argument("--usage-db", default=None, metavar="PATH",
+                   help=f"the usage ledger (default: $INSIEME_USAGE_DB or "
+                   f"{default_ledger_path()})")
+    p.add_argument("--no-usage-db", action="store_true", help="keep no usage ledger")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-format", default=_SERVER_DEFAULTS.log_format,
+                   choices=["text", "json"], help="the request log: key=value text or JSON")
+    p.add_argument("--log-prompts", action="store_true",
+                   help="put prompt text in the request log (never logged otherwise)")
     p.set_defaults(handler=_serve)
+    if file_defaults:
+        p.set_defaults(**file_defaults)
+    return p
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def serve_parser() -> argparse.ArgumentParser:
+    """The serve subcommand's parser on its own, to check a config file's keys against."""
+    return _add_serve(argparse.ArgumentParser(prog="insieme").add_subparsers())
 
-    from insieme.api.app import create_app
-    from insieme.engine.llama_engine import LlamaEngine
 
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The serve flags (config file included) as a checked ``ServerConfig``."""
     model_path = args.model or str(bundled_model_path())
     names = tuple(args.served_model_name) if args.served_model_name else (
         (BUNDLED_MODEL_NAME,) if args.model is None else (os.path.basename(model_path),)
@@ -70,50 +110,87 @@ def _serve(args: argparse.Namespace) -> int:
         max_num_batched_tokens=args.max_num_batched_tokens,
         max_queue=args.max_queue,
         kv_cache_tokens=args.kv_cache_tokens,
+        kv_unified=args.kv_unified,
         n_threads=args.threads,
         enable_prefix_caching=not args.no_prefix_caching,
     )
-    config = ServerConfig(
+    limits = LimitsConfig(
+        max_request_bytes=args.max_request_bytes,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_tokens_cap=args.max_tokens_cap,
+        request_timeout=args.request_timeout,
+    )
+    default_max_tokens = args.default_max_tokens or min(
+        _SERVER_DEFAULTS.default_max_tokens, args.max_tokens_cap or sys.maxsize)
+    return ServerConfig(
         host=args.host,
         port=args.port,
         served_model_names=names,
         api_key=args.api_key or None,
-        default_max_tokens=args.default_max_tokens,
+        api_keys_file=args.api_keys_file,
+        default_max_tokens=default_max_tokens,
+        limits=limits,
+        usage_db=None if args.no_usage_db else str(args.usage_db or default_ledger_path()),
+        log_format=args.log_format,
+        log_prompts=args.log_prompts,
+        shutdown_grace=args.shutdown_grace,
+        fault_injection=os.environ.get(FAULT_INJECTION_ENV) == "1",
         engine=engine_config,
     )
-    engine = LlamaEngine(engine_config)
-    app = create_app(engine, config)
-    server = uvicorn.Server(
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from insieme.api.app import create_app
+    from insieme.api.lifecycle import GracefulServer
+    from insieme.api.requestlog import configure_logging, uvicorn_log_config
+    from insieme.engine.llama_engine import LlamaEngine
+
+    config = server_config(args)
+    log_writer = configure_logging(config.log_format, args.log_level)
+    app = create_app(LlamaEngine(config.engine), config)
+    server = GracefulServer(
         uvicorn.Config(app, host=config.host, port=config.port, log_level=args.log_level,
-                       access_log=False, timeout_graceful_shutdown=5)
+                       log_config=uvicorn_log_config(config.log_format), access_log=False,
+                       timeout_graceful_shutdown=5),
+        app.ctx.lifecycle,
+        config.shutdown_grace,
     )
+    model_path = config.engine.model_path
     shown_host = f"[{config.host}]" if ":" in config.host else config.host
     print(
         f"insieme: serving {config.model_id} ({model_path}) on "
         f"http://{shown_host}:{config.port}/v1",
         flush=True,
     )
-    server.run()
+    try:
+        server.run()
+    finally:
+        log_writer.stop()
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="insieme", description="A self-hosted, Together-compatible LLM inference server."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_serve(sub)
+    _add_serve(sub, serve_defaults)
     add_bench_command(sub)
     add_chat_command(sub)
+    add_admin_commands(sub)
     return parser
-
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "serve" and args.config:
+            # Parse again with the file's values as defaults, so flags still win.
+            defaults = load_config_file(args.config, serve_parser())
+            args = build_parser(defaults).parse_args(argv)
         return int(args.handler(args) or 0)
     except InsiemeError as exc:
         print(f"insieme: {exc}", file=sys.stderr)

@@ -11,8 +11,13 @@ from insieme.errors import ConfigError
 
 BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# Test hook switch: with it set to 1, a request may carry ``X-Insieme-Fault: N`` and the engine
+# fails it once it has N tokens, through its real error path (never set it in production).
+FAULT_INJECTION_ENV = "INSIEME_FAULT_INJECTION"
 # Default context when the model's own is larger: keeps a laptop's RAM in reach.
-MAX_DEFAULT_MODEL_LEN = 8192
+# Each of --max-num-seqs sequences gets this many KV cells: 16 x 4096 cells of the bundled
+# model take 1.5 GB.
+MAX_DEFAULT_MODEL_LEN = 4096
 
 
 def bundled_model_path() -> Path:
@@ -39,7 +44,8 @@ class EngineConfig:
     max_num_seqs: int = 16
     max_num_batched_tokens: int = 512
     max_queue: int = 256
-    kv_cache_tokens: int | None = None  # KV cells shared by all sequences; None: derived
+    kv_cache_tokens: int | None = None  # with kv_unified: the shared pool; None: derived
+    kv_unified: bool = False  # one shared KV pool instead of a stream per sequence
     n_threads: int | None = None  # None: every core
     enable_prefix_caching: bool = True
 
@@ -63,6 +69,26 @@ class EngineConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """What one request may ask for; each breach is a clear error in the contract's shape."""
+
+    max_request_bytes: int = 4 * 1024 * 1024  # 413 beyond it
+    max_prompt_tokens: int | None = None  # 400 beyond it; None: only the context limits
+    max_tokens_cap: int | None = None  # 400 for a larger max_tokens; None: no cap
+    request_timeout: float | None = None  # seconds from arrival to the last token; None: none
+
+    def __post_init__(self) -> None:
+        if self.max_request_bytes < 1024:
+            raise ConfigError("--max-request-bytes must be at least 1024")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ConfigError("--max-prompt-tokens must be at least 1")
+        if self.max_tokens_cap is not None and self.max_tokens_cap < 1:
+            raise ConfigError("--max-tokens-cap must be at least 1")
+        if self.request_timeout is not None and self.request_timeout <= 0:
+            raise ConfigError("--request-timeout must be more than 0 seconds")
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """How the HTTP server behaves."""
 
@@ -70,7 +96,15 @@ class ServerConfig:
     port: int = 8000
     served_model_names: tuple[str, ...] = (BUNDLED_MODEL_NAME,)
     api_key: str | None = None
+    api_keys_file: str | None = None  # named keys with per-key limits (insieme.api.keys)
     default_max_tokens: int = 512
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    usage_db: str | None = None  # the SQLite usage ledger; None: no ledger
+    log_format: str = "text"  # the per-request log line: "text" (key=value) or "json"
+    log_prompts: bool = False  # put prompt text in the request log (off: never)
+    shutdown_grace: float = 30.0  # seconds running requests get to finish after SIGTERM
+    # Honour the X-Insieme-Fault test header (set by INSIEME_FAULT_INJECTION=1 only).
+    fault_injection: bool = False
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
@@ -80,6 +114,15 @@ class ServerConfig:
             raise ConfigError("--port must be between 0 and 65535")
         if self.default_max_tokens < 1:
             raise ConfigError("--default-max-tokens must be at least 1")
+        cap = self.limits.max_tokens_cap
+        if cap is not None and self.default_max_tokens > cap:
+            raise ConfigError("--default-max-tokens must not exceed --max-tokens-cap")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("--log-format must be 'text' or 'json'")
+        if self.shutdown_grace < 0:
+            raise ConfigError("--shutdown-grace must be 0 or more")
+        if self.api_keys_file and not Path(self.api_keys_file).is_file():
+            raise ConfigError(f"--api-keys-file: no such file: {self.api_keys_file}")
 
     @property
     def model_id(self) -> str:

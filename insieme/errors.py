@@ -7,8 +7,11 @@
         ├── InvalidRequestError  400, names the offending ``param``
         ├── AuthenticationError  401
         ├── ModelNotFoundError   404, lists the served models
+        ├── PayloadTooLarge      413, the request body is over --max-request-bytes
         ├── QueueFullError       429 with Retry-After
-        └── ServiceUnavailable   503 (loading, shutting down)
+        ├── RateLimitError       429 with Retry-After: a key's requests or tokens per minute
+        ├── ServiceUnavailable   503 (loading, shutting down)
+        └── RequestTimeout       504, the request ran past --request-timeout
 
 Client mistakes raise typed errors; the API layer turns each into the contract's body
 ``{"error": {"message", "type", "param", "code"}}``. ``assert`` is only for invariants.
@@ -87,6 +90,22 @@ class QueueFullError(APIError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+class PayloadTooLarge(APIError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class RateLimitError(APIError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, retry_after))}
+
+
 class ServiceUnavailable(APIError):
     status_code = 503
     error_type = "server_error"
@@ -97,3 +116,9 @@ class InternalError(APIError):
     status_code = 500
     error_type = "server_error"
     default_code = "internal_error"
+
+
+class RequestTimeout(APIError):
+    status_code = 504
+    error_type = "timeout_error"
+    default_code = "request_timeout"

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -36,6 +36,26 @@ class Server:
     root: str
     engine: FakeEngine | None = None
     process: subprocess.Popen[bytes] | None = None
+    output: list[str] = field(default_factory=list)  # a real server's log, read as it comes
+    reader: threading.Thread | None = None
+
+    def log(self) -> str:
+        """Everything the server printed; waits for it to exit first."""
+        if self.reader is not None:
+            self.reader.join(timeout=30)
+        return "".join(self.output)
+
+
+def _drain(process: subprocess.Popen[bytes], into: list[str]) -> threading.Thread:
+    # A pipe nobody reads fills up, and then the server blocks on its next log line.
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            into.append(line.decode(errors="replace"))
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
 
 
 class InProcessServer:
@@ -75,6 +95,18 @@ def wait_healthy(
     raise RuntimeError(f"{root} did not become healthy")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_usage_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers started by the tests keep their usage ledger in a temporary directory."""
+    previous = os.environ.get("INSIEME_USAGE_DB")
+    os.environ["INSIEME_USAGE_DB"] = str(tmp_path_factory.mktemp("ledger") / "usage.sqlite3")
+    yield
+    if previous is None:
+        del os.environ["INSIEME_USAGE_DB"]
+    else:
+        os.environ["INSIEME_USAGE_DB"] = previous
+
+
 @pytest.fixture
 def fake_server() -> Iterator[Server]:
     engine = FakeEngine(token_delay=0.001)
@@ -91,13 +123,14 @@ def start_real_server(*extra: str, env: dict[str, str] | None = None) -> Server:
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env={**os.environ, **(env or {})})
     root = f"http://127.0.0.1:{port}"
+    server = Server(base_url=f"{root}/v1", root=root, process=process)
+    server.reader = _drain(process, server.output)
     try:
         wait_healthy(root, process=process)
     except RuntimeError:
         process.kill()
-        output = process.stdout.read().decode() if process.stdout else ""
-        raise RuntimeError(f"insieme serve did not start:\n{output}") from None
-    return Server(base_url=f"{root}/v1", root=root, process=process)
+        raise RuntimeError(f"insieme serve did not start:\n{server.log()}") from None
+    return server
 
 
 def stop_server(server: Server) -> None:
@@ -108,6 +141,8 @@ def stop_server(server: Server) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+    if server.reader is not None:
+        server.reader.join(timeout=10)
     if server.process.stdout:
         server.process.stdout.close()
 
@@ -118,3 +153,16 @@ def real_server() -> Iterator[Server]:
     server = start_real_server()
     yield server
     stop_server(server)
+
+
+def read_metrics(root: str) -> dict[str, float]:
+    """GET /metrics as {"name{label=value,...}": value}, leaving out the model_name label."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{root}/metrics").text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items())
+                              if k != "model_name")
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples

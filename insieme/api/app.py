@@ -1,74 +1,90 @@
-"""The ASGI application: routes, auth, the /v1/v1 collapse and the error body everywhere."""
+"""The ASGI application: the /v1/v1 collapse, the gate (keys, limits, accounting), the routes,
+and the error body everywhere."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from insieme.api import schemas
 from insieme.api.chat import create_chat_completion
 from insieme.api.completions import create_completion
 from insieme.api.context import AppContext
+from insieme.api.gate import Gatekeeper
+from insieme.api.keys import KeyRing, RateLimiter
+from insieme.api.lifecycle import Lifecycle
+from insieme.api.metrics import Metrics, metrics_endpoint
 from insieme.api.models import health, list_models
+from insieme.api.openapi import install_openapi
+from insieme.api.tracking import TrackedEngine
 from insieme.config import ServerConfig
 from insieme.engine.base import Engine
-from insieme.errors import APIError, AuthenticationError, InternalError, NotFoundError
+from insieme.errors import APIError, InternalError, NotFoundError
+from insieme.ledger import UsageLedger
 
 log = logging.getLogger("insieme.api")
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
-# Paths anyone may read without a key.
-PUBLIC_PATHS = frozenset({"/health", "/", "/openapi.json", "/docs"})
-PUBLIC_PREFIXES = ("/static/",)
 
+class InsiemeApp:
+    """The whole server as one ASGI app; ``ctx`` holds its engine, metrics and lifecycle."""
 
-class CollapseV1:
-    """together 3.x appends /v1/... to a base URL that already ends in /v1: serve both."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: FastAPI, ctx: AppContext) -> None:
+        self.fastapi = app
+        self.ctx = ctx
+        self._gate = Gatekeeper(app, ctx)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            # together 3.x appends /v1/... to a base URL that already ends in /v1: serve both.
             path: str = scope["path"]
             while path.startswith("/v1/v1/") or path == "/v1/v1":
                 path = path[3:]
             if path != scope["path"]:
                 scope = {**scope, "path": path, "raw_path": path.encode()}
-        await self.app(scope, receive, send)
+        await self._gate(scope, receive, send)
+
+
+class _RevalidatedStaticFiles(StaticFiles):
+    """The playground's files change with every upgrade: always revalidate them."""
+
+    def file_response(self, *args: object, **kwargs: object) -> Response:
+        response = super().file_response(*args, **kwargs)  # type: ignore[arg-type]
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def _error_response(error: APIError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
 
 
-def _body_schema(model: type[schemas.BaseModel]) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
-
-
 async def _playground(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-def create_app(engine: Engine, config: ServerConfig) -> ASGIApp:
+def create_app(engine: Engine, config: ServerConfig) -> InsiemeApp:
     """Build the app around an engine; the engine is started and stopped with the app."""
+    metrics = Metrics(engine, config.model_id)
+    lifecycle = Lifecycle()
+    limiter = RateLimiter()
+    ctx = AppContext(
+        engine=TrackedEngine(engine, config.limits, metrics, limiter, lifecycle.streams),
+        config=config,
+        metrics=metrics,
+        keys=KeyRing.from_config(config.api_key, config.api_keys_file),
+        limiter=limiter,
+        lifecycle=lifecycle,
+        ledger=UsageLedger(config.usage_db) if config.usage_db else None,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,31 +93,21 @@ def create_app(engine: Engine, config: ServerConfig) -> ASGIApp:
             yield
         finally:
             await engine.stop()
+            if ctx.ledger is not None:
+                ctx.ledger.close()
 
     app = FastAPI(title="insieme", version="0.1.0", lifespan=lifespan, docs_url="/docs",
                   redoc_url=None)
-    app.state.ctx = AppContext(engine=engine, config=config)
-
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next: Any) -> Response:
-        path = request.url.path
-        if config.api_key and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
-            header = request.headers.get("authorization", "")
-            scheme, _, key = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                key.strip().encode(), config.api_key.encode()
-            ):
-                return _error_response(AuthenticationError(
-                    "Invalid or missing API key: send 'Authorization: Bearer <key>'"))
-        response = await call_next(request)
-        if path.startswith("/static/"):
-            # The playground's files change with every upgrade: always revalidate them.
-            response.headers["Cache-Control"] = "no-cache"
-        return response
+    app.state.ctx = ctx
 
     @app.exception_handler(APIError)
     async def on_api_error(request: Request, exc: APIError) -> Response:
         return _error_response(exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client left while its body was still arriving: nobody to answer, nothing to log.
+        return Response(status_code=499)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -123,14 +129,14 @@ def create_app(engine: Engine, config: ServerConfig) -> ASGIApp:
         log.exception("unhandled error on %s", request.url.path)
         return _error_response(InternalError("internal server error"))
 
-    app.add_api_route("/v1/chat/completions", create_chat_completion, methods=["POST"],
-                      openapi_extra=_body_schema(schemas.ChatCompletionRequest))
-    app.add_api_route("/v1/completions", create_completion, methods=["POST"],
-                      openapi_extra=_body_schema(schemas.CompletionRequest))
+    app.add_api_route("/v1/chat/completions", create_chat_completion, methods=["POST"])
+    app.add_api_route("/v1/completions", create_completion, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    install_openapi(app, config.served_model_names)
     # The playground: static files inside the package, no build step, no CDN.
     if (STATIC_DIR / "index.html").is_file():
         app.add_api_route("/", _playground, methods=["GET"], include_in_schema=False)
-        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return CollapseV1(app)
+        app.mount("/static", _RevalidatedStaticFiles(directory=STATIC_DIR), name="static")
+    return InsiemeApp(app, ctx)

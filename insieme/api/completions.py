@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from insieme.api import prompting
+from insieme.api import logprobs, prompting
 from insieme.api.context import AppContext
 from insieme.api.schemas import CompletionRequest
 from insieme.api.wire import (
     DONE,
     SSE_HEADERS,
+    Collected,
     collect,
     error_event,
     events_or_error,
@@ -25,7 +27,7 @@ from insieme.api.wire import (
     usage,
 )
 from insieme.engine.base import OutputStream
-from insieme.engine.types import FinishReason, GenerationRequest
+from insieme.engine.types import FinishReason, GenerationRequest, PromptToken, TokenInfo
 from insieme.errors import InternalError, InvalidRequestError
 
 
@@ -52,20 +54,20 @@ async def create_completion(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     body = await parse_body(request, CompletionRequest)
     prompting.check_model(ctx.config, body.model)
-    prompting.reject_unsupported(body)
-    if body.echo:
-        raise InvalidRequestError("echo is not supported by this server yet", param="echo")
+    options = logprobs.options(body)
     tokens = _single_prompt(ctx, body)
     tokens, max_tokens = prompting.fit_to_context(
         ctx.engine, ctx.config, body, tokens, body.max_tokens
     )
-    params = prompting.sampling_params(body, max_tokens)
+    params = prompting.sampling_params(body, max_tokens, n_vocab=ctx.engine.info.n_vocab,
+                                       logprobs=options, echo=bool(body.echo))
     request_id = new_id("cmpl")
     stream = ctx.engine.submit(GenerationRequest(request_id, tokens, params, body.n))
-    model = ctx.config.model_id
+    echo = _Echo.of(request, body) if body.echo else None
+    reply = _Reply(request_id, ctx.config.model_id, body.n, options, echo)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = _completion_events(stream, request_id, model, body.n, include_usage)
+        events = _completion_events(stream, reply, include_usage)
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
     result = await collect(stream, request, body.n)
     return JSONResponse(
@@ -73,45 +75,110 @@ async def create_completion(request: Request) -> Response:
             "id": request_id,
             "object": "text.completion",
             "created": now(),
-            "model": model,
-            "prompt": [],
-            "choices": [
-                {"index": i, "text": result.text(i), "finish_reason": result.finish[i],
-                 "logprobs": None}
-                for i in range(body.n)
-            ],
+            "model": reply.model,
+            "prompt": reply.prompt_field(result.prompt),
+            "choices": [reply.choice(i, result) for i in range(body.n)],
             "usage": usage(result.prompt_tokens, result.completion_tokens, result.cached_tokens),
         }
     )
 
 
-async def _completion_events(
-    stream: OutputStream, request_id: str, model: str, n: int, include_usage: bool
-) -> AsyncIterator[bytes]:
+@dataclass(frozen=True, slots=True)
+class _Echo:
+    """``echo``: OpenAI puts the prompt in front of the text (and its tokens in front of the
+    logprobs), Together in a separate ``prompt`` field. Every response gets the field; the
+    text gets the prompt too unless the client is one of Together's SDKs."""
+
+    text: str | None  # the prompt as sent, when it was text
+    in_text: bool
+
+    @classmethod
+    def of(cls, request: Request, body: CompletionRequest) -> _Echo:
+        prompt = body.prompt
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        together = request.headers.get("user-agent", "").lower().startswith("together")
+        return cls(prompt if isinstance(prompt, str) else None, in_text=not together)
+
+    def text_of(self, prompt: Sequence[PromptToken] | None) -> str:
+        if self.text is not None:
+            return self.text
+        return b"".join(t.piece for t in prompt or ()).decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    request_id: str
+    model: str
+    n: int
+    options: logprobs.LogprobOptions | None
+    echo: _Echo | None
+
+    def prompt_field(self, prompt: Sequence[PromptToken] | None) -> list[dict[str, Any]]:
+        if self.echo is None:
+            return []
+        scored = (logprobs.together_object(prompt or (), self.options.top)
+                  if self.options else None)
+        return [{"text": self.echo.text_of(prompt), "logprobs": scored}]
+
+    def choice(self, index: int, result: Collected) -> dict[str, Any]:
+        """One choice of a whole (non-streamed) response."""
+        text = result.text(index)
+        tokens: list[PromptToken | TokenInfo] = [t for t in result.tokens[index]
+                                                 if not (t.special and not t.text)]
+        if self.echo is not None and self.echo.in_text:
+            text = self.echo.text_of(result.prompt) + text
+            tokens = [*(result.prompt or ()), *tokens]
+        return {"index": index, "text": text, "finish_reason": result.finish[index],
+                "logprobs": (logprobs.completion_object(tokens, self.options)
+                             if self.options else None)}
+
+
+async def _completion_events(stream: OutputStream, reply: _Reply,
+                             include_usage: bool) -> AsyncIterator[bytes]:
     created = now()
-    open_choices = n
+    started = [False] * reply.n
+    offsets = [0] * reply.n
+    open_choices = reply.n
     completion_tokens = 0
     async for output in events_or_error(stream):
         if output.finish_reason is FinishReason.ERROR:
             yield error_event(InternalError(output.error or "the engine failed"))
             return
+        index = output.index
         finish = finish_text(output.finish_reason)
         token = output.token
+        text = output.text
+        counted = token if token is not None and not (token.special and not token.text) else None
+        lp = logprobs.chunk_fields(counted, reply.options, completion=True,
+                                   offset=offsets[index])
+        extra: dict[str, Any] = {}
+        if not started[index]:
+            started[index] = True
+            if reply.echo is not None:
+                if output.prompt is not None:
+                    extra["prompt"] = reply.prompt_field(output.prompt)
+                if reply.echo.in_text:
+                    prompt_text = reply.echo.text_of(output.prompt)
+                    text = prompt_text + text
+                    if reply.options is not None and reply.options.openai:
+                        lp = {"logprobs": logprobs.completion_object(
+                            [*(output.prompt or ()), *([counted] if counted else [])],
+                            reply.options)}
+        offsets[index] += len(text)
         chunk: dict[str, Any] = {
-            "id": request_id,
+            "id": reply.request_id,
             "object": "completion.chunk",
             "created": created,
-            "model": model,
-            "choices": [
-                {"index": output.index, "text": output.text, "finish_reason": finish,
-                 "logprobs": None}
-            ],
+            "model": reply.model,
+            "choices": [{"index": index, "text": text, "finish_reason": finish, **lp}],
             "token": None
             if token is None
             else {"id": token.id, "text": output.text, "logprob": token.logprob,
                   "special": token.special},
             "finish_reason": finish,
             "usage": None,
+            **extra,
         }
         if finish is not None:
             open_choices -= 1
@@ -121,6 +188,6 @@ async def _completion_events(
                 chunk["usage"] = totals
         yield sse(chunk)
         if finish is not None and open_choices == 0 and include_usage:
-            yield sse({"id": request_id, "object": "completion.chunk", "created": created,
-                       "model": model, "choices": [], "usage": totals})
+            yield sse({"id": reply.request_id, "object": "completion.chunk", "created": created,
+                       "model": reply.model, "choices": [], "usage": totals})
     yield DONE

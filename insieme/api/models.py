@@ -1,4 +1,5 @@
-"""GET /v1/models and GET /health."""
+"""GET /v1/models and GET /health (503 while the model loads; the gate answers 503 while
+the server shuts down)."""
 
 from __future__ import annotations
 
@@ -42,5 +43,6 @@ async def health(request: Request) -> Response:
     stats = ctx.engine.stats()
     return JSONResponse(
         {"status": "ok", "model": ctx.config.model_id, "running": stats.running,
-         "waiting": stats.waiting}
+         "waiting": stats.waiting, "kv_sequences": stats.kv_sequences,
+         "open_requests": stats.open_requests}
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from insieme.api.logprobs import LogprobOptions
 from insieme.api.schemas import ChatCompletionRequest, ChatMessage, SamplingFields
 from insieme.config import ServerConfig
 from insieme.engine.base import Engine
@@ -11,6 +12,7 @@ from insieme.engine.types import SamplingParams
 from insieme.errors import InvalidRequestError, ModelNotFoundError
 
 MAX_STOP_STRINGS = 16
+MAX_LOGIT_BIAS = 1024
 
 
 def check_model(config: ServerConfig, model: str) -> None:
@@ -21,22 +23,29 @@ def check_model(config: ServerConfig, model: str) -> None:
         )
 
 
-def reject_unsupported(body: SamplingFields) -> None:
-    """Parameters this server accepts on the wire but cannot honour yet: a clear 400."""
-    if body.logprobs not in (None, False, 0) or body.top_logprobs:
-        raise InvalidRequestError("logprobs are not supported by this server yet", param="logprobs")
-    if body.logit_bias:
-        raise InvalidRequestError("logit_bias is not supported by this server yet",
+def logit_bias(body: SamplingFields, n_vocab: int) -> tuple[tuple[int, float], ...]:
+    """``{"token id": bias}`` checked against the vocabulary; biases are added to logits."""
+    if not body.logit_bias:
+        return ()
+    if len(body.logit_bias) > MAX_LOGIT_BIAS:
+        raise InvalidRequestError(f"at most {MAX_LOGIT_BIAS} logit_bias entries",
                                   param="logit_bias")
-    if isinstance(body, ChatCompletionRequest):
-        kind = (body.response_format or {}).get("type", "text")
-        if kind != "text":
+    biases = []
+    for key, bias in body.logit_bias.items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise InvalidRequestError(f"logit_bias keys are token ids; '{key}' is not one",
+                                      param="logit_bias") from None
+        if not 0 <= token < n_vocab:
             raise InvalidRequestError(
-                f"response_format type '{kind}' is not supported by this server yet",
-                param="response_format",
-            )
-        if body.tools and body.tool_choice != "none":
-            raise InvalidRequestError("tools are not supported by this server yet", param="tools")
+                f"logit_bias token id {token} is outside the vocabulary (0 to {n_vocab - 1})",
+                param="logit_bias")
+        if not -100.0 <= bias <= 100.0:
+            raise InvalidRequestError(f"logit_bias values must be between -100 and 100, "
+                                      f"not {bias}", param="logit_bias")
+        biases.append((token, float(bias)))
+    return tuple(biases)
 
 
 def chat_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
@@ -79,7 +88,17 @@ def chat_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return rendered
 
 
-def sampling_params(body: SamplingFields, max_tokens: int) -> SamplingParams:
+def sampling_params(
+    body: SamplingFields,
+    max_tokens: int,
+    *,
+    n_vocab: int = 0,
+    grammar: str | None = None,
+    logprobs: LogprobOptions | None = None,
+    echo: bool = False,
+) -> SamplingParams:
+    """The engine's sampling parameters; ``echo`` returns the prompt's tokens, scored when
+    ``logprobs`` are asked for too."""
     stop: tuple[str, ...]
     if body.stop is None:
         stop = ()
@@ -102,6 +121,11 @@ def sampling_params(body: SamplingFields, max_tokens: int) -> SamplingParams:
         max_tokens=max_tokens,
         stop=stop,
         ignore_eos=body.ignore_eos,
+        grammar=grammar,
+        logit_bias=logit_bias(body, n_vocab),
+        logprobs=None if logprobs is None else logprobs.top,
+        echo=echo,
+        prompt_logprobs=logprobs.top if echo and logprobs is not None else None,
     )
 
 

@@ -30,7 +30,7 @@ class ContentPart(_Body):
 
 class FunctionCall(_Body):
     name: str
-    arguments: str = ""
+    arguments: str | dict[str, Any] = ""  # a JSON string on the wire; some clients send objects
 
 
 class ToolCall(_Body):

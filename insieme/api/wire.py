@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from insieme.engine.base import OutputStream
-from insieme.engine.types import FinishReason, StepOutput
+from insieme.engine.types import FinishReason, PromptToken, StepOutput, TokenInfo
 from insieme.errors import APIError, InternalError, InvalidRequestError
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -88,10 +88,13 @@ def finish_text(reason: FinishReason | None) -> str | None:
 
 
 class Collected:
-    """A finished non-streamed request: text and finish reason per choice, and usage."""
+    """A finished non-streamed request: text, tokens and finish reason per choice, usage, and
+    the prompt's tokens when the request asked for ``echo``."""
 
     def __init__(self, n: int) -> None:
         self.texts: list[list[str]] = [[] for _ in range(n)]
+        self.tokens: list[list[TokenInfo]] = [[] for _ in range(n)]
+        self.prompt: tuple[PromptToken, ...] | None = None
         self.finish: list[str] = ["stop"] * n
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -109,6 +112,10 @@ async def collect(stream: OutputStream, request: Request, n: int) -> Collected:
         async for output in stream:
             _raise_if_failed(output)
             result.texts[output.index].append(output.text)
+            if output.token is not None:
+                result.tokens[output.index].append(output.token)
+            if output.prompt is not None:
+                result.prompt = output.prompt
             if output.finish_reason is not None:
                 result.finish[output.index] = output.finish_reason.value
                 result.prompt_tokens = output.prompt_tokens
@@ -121,7 +128,8 @@ async def collect(stream: OutputStream, request: Request, n: int) -> Collected:
             await asyncio.wait({task}, timeout=0.5)
             if not task.done() and await request.is_disconnected():
                 task.cancel()
-                break
+                await asyncio.wait({task})
+                raise ClientDisconnect()  # nobody to answer: the app drops it quietly
         await task
     finally:
         await stream.aclose()

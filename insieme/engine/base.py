@@ -24,7 +24,8 @@ class Engine(Protocol):
     429 before it starts a streamed response.
     """
 
-    info: ModelInfo
+    @property
+    def info(self) -> ModelInfo: ...
 
     @property
     def ready(self) -> bool: ...
@@ -42,3 +43,8 @@ class Engine(Protocol):
     def submit(self, request: GenerationRequest) -> OutputStream: ...
 
     def stats(self) -> EngineStats: ...
+
+    def inject_fault(self, request_id: str, after_tokens: int) -> None:
+        """Test hook: fail this request inside the engine once it has ``after_tokens``
+        tokens (call before ``submit``); only reachable with INSIEME_FAULT_INJECTION=1."""
+        ...

@@ -16,9 +16,16 @@ from dataclasses import dataclass, replace
 
 from insieme.engine.kv_slots import SlotManager
 from insieme.engine.llama_runtime import Batch, LlamaRuntime, Sampler
+from insieme.engine.logprobs import LogprobReader
 from insieme.engine.scheduler import Scheduler, Work
 from insieme.engine.sequence import SeqStatus, Sequence, sequences_for
-from insieme.engine.types import FinishReason, GenerationRequest, StepOutput, TokenInfo
+from insieme.engine.types import (
+    FinishReason,
+    GenerationRequest,
+    StepOutput,
+    TokenInfo,
+    TopLogprob,
+)
 
 log = logging.getLogger("insieme.engine")
 
@@ -55,13 +62,17 @@ class EngineCore:
         self.runtime = runtime
         self.max_model_len = max_model_len
         self.slots = SlotManager(runtime, max_num_seqs, prefix_caching)
-        self.scheduler = Scheduler(self.slots, max_num_seqs, token_budget)
+        kv_pool = runtime.n_ctx if runtime.shape.kv_unified else None
+        self.scheduler = Scheduler(self.slots, max_num_seqs, token_budget, kv_pool)
         self.batch = Batch(max(token_budget, max_num_seqs), max_num_seqs)
         self._emit = emit
         self._inbox: queue.SimpleQueue[_Add | _Abort | _Stop] = queue.SimpleQueue()
         self._requests: dict[str, list[Sequence]] = {}
         self._thread: threading.Thread | None = None
         self.steps = 0
+        self.preemptions = 0
+        self.logprobs = LogprobReader(runtime, max_model_len)  # only used when asked for
+        self._faults: dict[str, int] = {}  # request id -> tokens to produce before failing
 
     # -- called from other threads --------------------------------------------------------
 
@@ -75,10 +86,22 @@ class EngineCore:
     def abort(self, request_id: str) -> None:
         self._inbox.put(_Abort(request_id))
 
+    def inject_fault(self, request_id: str, after_tokens: int) -> None:
+        """Test hook: sampling for this request raises once it has ``after_tokens`` tokens,
+        exercising the real per-sequence failure path (see ``INSIEME_FAULT_INJECTION``)."""
+        self._faults[request_id] = after_tokens
+
+    def _fault_due(self, seq: Sequence) -> bool:
+        if self._faults.get(seq.request_id) != seq.num_generated:
+            return False
+        del self._faults[seq.request_id]
+        return True
+
     def stop(self) -> None:
         self._inbox.put(_Stop())
         if self._thread is not None:
             self._thread.join()
+        self.logprobs.close()
 
     # -- the engine thread ----------------------------------------------------------------
 
@@ -131,7 +154,8 @@ class EngineCore:
         sample_rows: list[tuple[Sequence, int]] = []
         for item in work:
             seq = item.seq
-            seq_ids = seq.seq_ids
+            assert seq.slot is not None
+            seq_ids = [seq.slot]
             tokens = seq.tokens
             last = item.start + item.count - 1
             for pos in range(item.start, last + 1):
@@ -157,19 +181,38 @@ class EngineCore:
             self._emit(outputs)
 
     def _sample(self, seq: Sequence, row: int) -> StepOutput:
+        params = seq.request.sampling
+        if not (params.echo and seq.index == 0 and seq.num_generated == 0):
+            return self._sample_token(seq, row)
+        try:  # echo: the first output carries the prompt's tokens (scored if asked)
+            prompt = self.logprobs.prompt(seq.tokens[: seq.prompt_len], params.prompt_logprobs)
+        except Exception as exc:
+            log.exception("scoring the prompt failed for %s", seq.request_id)
+            return self._finish(seq, None, "", FinishReason.ERROR, error=str(exc))
+        return replace(self._sample_token(seq, row), prompt=prompt)
+
+    def _sample_token(self, seq: Sequence, row: int) -> StepOutput:
         runtime = self.runtime
+        params = seq.request.sampling
         try:
             assert seq.sampler is not None
+            if self._faults and self._fault_due(seq):
+                raise RuntimeError("injected fault (X-Insieme-Fault)")
             token = seq.sampler.sample(runtime.ctx, row)
-            logprob = runtime.logprob(row, token)
+            top: tuple[TopLogprob, ...]
+            if params.logprobs is None:
+                logprob, top = runtime.logprob(row, token), ()
+            else:
+                logprob, top = self.logprobs.sampled(row, token, params.logprobs)
         except Exception as exc:  # one sequence's failure must not end the others
             log.exception("sampling failed for %s", seq.request_id)
             return self._finish(seq, None, "", FinishReason.ERROR, error=str(exc))
         seq.tokens.append(token)
-        params = seq.request.sampling
+        piece = b"" if params.logprobs is None else self.logprobs.piece(token)
         if runtime.is_eog(token) and not params.ignore_eos:
             text = self._release(seq, seq.utf8.flush())
-            info = TokenInfo(id=token, text="", logprob=logprob, special=True)
+            info = TokenInfo(id=token, text="", logprob=logprob, special=True, piece=piece,
+                             top_logprobs=top)
             return self._finish(seq, info, text, FinishReason.STOP)
         text = seq.utf8.feed(runtime.piece(token))
         finish: FinishReason | None = None
@@ -183,7 +226,7 @@ class EngineCore:
             finish = FinishReason.LENGTH
             text += self._release(seq, seq.utf8.flush())
         info = TokenInfo(id=token, text=text, logprob=logprob,
-                         special=runtime.is_control(token))
+                         special=runtime.is_control(token), piece=piece, top_logprobs=top)
         if finish is not None:
             return self._finish(seq, info, text, finish)
         return StepOutput(index=seq.index, token=info, text=text)
@@ -219,6 +262,7 @@ class EngineCore:
             completion_tokens=seq.num_generated,
             cached_tokens=seq.cached_tokens,
             error=error,
+            queue_seconds=None if seq.admitted_at is None else seq.admitted_at - seq.arrived_at,
         )
 
     def _relieve_kv(self, work: list[Work]) -> None:
@@ -227,6 +271,7 @@ class EngineCore:
             return
         victim = self.scheduler.preempt_newest()
         if victim is not None:
+            self.preemptions += 1
             log.info("KV cache full: preempted %s (it will be recomputed)", victim.request_id)
             return
         self._fail(work, "the KV cache cannot hold this request")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from insieme.engine.chat_template import ChatTemplate
@@ -22,8 +24,10 @@ from insieme.engine.types import (
     FinishReason,
     GenerationRequest,
     ModelInfo,
+    PromptToken,
     StepOutput,
     TokenInfo,
+    TopLogprob,
 )
 from insieme.errors import QueueFullError
 
@@ -65,6 +69,8 @@ class FakeEngine:
         self._slots: asyncio.Semaphore | None = None
         self.aborted: list[str] = []
         self.completed = 0
+        self._faults: dict[str, int] = {}
+        self._queue_seconds: dict[str, float] = {}
 
     @property
     def ready(self) -> bool:
@@ -93,9 +99,14 @@ class FakeEngine:
         return self._template.render(messages, tools=tools)
 
     def stats(self) -> EngineStats:
-        running = sum(1 for _ in self._tasks)
+        running = len(self._tasks)
         return EngineStats(running=min(running, self.max_running),
-                           waiting=max(0, running - self.max_running))
+                           waiting=max(0, running - self.max_running),
+                           kv_sequences=min(running, self.max_running),
+                           open_requests=running)
+
+    def inject_fault(self, request_id: str, after_tokens: int) -> None:
+        self._faults[request_id] = after_tokens
 
     def submit(self, request: GenerationRequest) -> RequestStream:
         if len(self._tasks) >= self.max_running + self.max_queue:
@@ -113,8 +124,10 @@ class FakeEngine:
 
     async def _run(self, request: GenerationRequest, stream: RequestStream) -> None:
         assert self._slots is not None
+        arrived = time.monotonic()
         try:
             async with self._slots:
+                self._queue_seconds[request.request_id] = time.monotonic() - arrived
                 prompt = self.detokenize(request.prompt_tokens)
                 reply = self._reply(prompt) if callable(self._reply) else self._reply
                 for index in range(request.n):
@@ -122,6 +135,8 @@ class FakeEngine:
             self.completed += 1
         finally:
             self._tasks.pop(request.request_id, None)
+            self._queue_seconds.pop(request.request_id, None)
+            self._faults.pop(request.request_id, None)
 
     async def _run_choice(
         self, request: GenerationRequest, stream: RequestStream, index: int, reply: str
@@ -133,21 +148,62 @@ class FakeEngine:
         room = self.info.max_model_len - len(request.prompt_tokens)
         finish = FinishReason.STOP
         produced = 0
+        echo = self._prompt(request) if params.echo and index == 0 else None
+
+        def put(output: StepOutput) -> None:
+            nonlocal echo
+            if echo is not None:  # echo: the first output of choice 0 carries the prompt
+                output, echo = replace(output, prompt=echo), None
+            stream.put(output)
+
         for piece in pieces:
+            if self._faults.get(request.request_id) == produced:
+                del self._faults[request.request_id]
+                put(self._last(request, index, None, "", produced, FinishReason.ERROR))
+                return
             if produced >= min(params.max_tokens, room):
                 finish = FinishReason.LENGTH
                 break
             if self.token_delay:
                 await asyncio.sleep(self.token_delay)
             produced += 1
-            token = TokenInfo(id=sum(map(ord, piece)) % 50000, text=piece,
-                              logprob=-rng.random(), special=False)
+            token = self._token(piece, rng, params.logprobs)
             text, stopped = stops.feed(piece)
             if stopped:
-                stream.put(self._last(request, index, token, text, produced))
+                put(self._last(request, index, token, text, produced))
                 return
-            stream.put(StepOutput(index=index, token=token, text=text))
-        stream.put(self._last(request, index, None, stops.flush(), produced, finish))
+            put(StepOutput(index=index, token=token, text=text))
+        put(self._last(request, index, None, stops.flush(), produced, finish))
+
+    @staticmethod
+    def _token(piece: str, rng: random.Random, top: int | None) -> TokenInfo:
+        """A plausible token: logprob <= 0 and, when asked, a sorted top list that holds it."""
+        logprob = -rng.random()
+        token_id = sum(map(ord, piece)) % 50000
+        if top is None:
+            return TokenInfo(id=token_id, text=piece, logprob=logprob, special=False)
+        alternatives = [TopLogprob(token_id, piece.encode(), logprob)]
+        alternatives += [TopLogprob(50000 + k, f"<alt{k}>".encode(), logprob - 1.0 - k)
+                         for k in range(max(0, top - 1))]
+        return TokenInfo(id=token_id, text=piece, logprob=logprob, special=False,
+                         piece=piece.encode(), top_logprobs=tuple(alternatives[:top]))
+
+    @staticmethod
+    def _prompt(request: GenerationRequest) -> tuple[PromptToken, ...]:
+        """The prompt's characters as tokens, with made-up logprobs when asked."""
+        k = request.sampling.prompt_logprobs
+        tokens = []
+        for i, token in enumerate(request.prompt_tokens):
+            piece = chr(token).encode()
+            if k is None or i == 0:
+                tokens.append(PromptToken(token, piece))
+                continue
+            logprob = -0.5 - (token % 7) / 7
+            top = (TopLogprob(token, piece, logprob),
+                   *(TopLogprob(50000 + j, f"<alt{j}>".encode(), logprob - 1.0 - j)
+                     for j in range(max(0, k - 1))))
+            tokens.append(PromptToken(token, piece, logprob, top[:k]))
+        return tuple(tokens)
 
     def _last(
         self,
@@ -165,4 +221,6 @@ class FakeEngine:
             finish_reason=finish,
             prompt_tokens=len(request.prompt_tokens),
             completion_tokens=produced,
+            error="injected fault (X-Insieme-Fault)" if finish is FinishReason.ERROR else None,
+            queue_seconds=self._queue_seconds.get(request.request_id),
         )

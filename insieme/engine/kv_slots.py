@@ -2,9 +2,8 @@
 
 A slot keeps the KV cells of the last sequence that used it after that sequence finishes.
 A new prompt takes the free slot holding the longest common prefix with it, or copies a
-longer prefix from any other slot (``llama_memory_seq_cp`` only relabels shared cells), and
-computes just the rest. Cached cells of free slots are dropped, least recently used first,
-when the cache runs short.
+clearly longer prefix from any other slot, and computes just the rest. Cached cells of free
+slots are dropped, least recently used first, when a unified cache runs short.
 """
 
 from __future__ import annotations
@@ -14,6 +13,10 @@ from dataclasses import dataclass, field
 
 from insieme.engine.llama_runtime import LlamaRuntime
 from insieme.engine.sequence import Sequence
+
+# Tokens a copied prefix must save over the best free slot's own (a whole-stream copy costs
+# about as much as prefilling a dozen tokens on a laptop CPU).
+COPY_MIN_GAIN = 16
 
 
 @dataclass(eq=False)
@@ -75,16 +78,16 @@ class SlotManager:
                     owned_slot, owned_len = slot, length
             if free_slot is not None:
                 best, best_len = free_slot, free_len
-            # Copying from a running sequence pays only for a clearly longer prefix.
-            if owned_slot is not None and owned_len > best_len + 16:
+            # A copy (a whole stream's buffer with split streams) pays only for a clearly
+            # longer prefix than the free slot already holds.
+            if owned_slot is not None and owned_len > best_len + COPY_MIN_GAIN:
                 source, best_len = owned_slot, owned_len
                 best = min(free, key=lambda s: (len(s.cached) > 0, s.last_used))
         # Keep at least one token to compute, so there are logits to sample from.
         reused = max(0, min(best_len, len(want) - 1))
         runtime = self._runtime
         if source is not None:
-            runtime.seq_rm(best.seq_id, 0, -1)
-            runtime.seq_cp(source.seq_id, best.seq_id, 0, reused)
+            runtime.seq_copy_prefix(source.seq_id, best.seq_id, reused)
         else:
             runtime.seq_rm(best.seq_id, reused, -1)
         if reused:
@@ -96,13 +99,12 @@ class SlotManager:
         seq.num_computed = reused
         return reused
 
-    def acquire_shared(self, follower: Sequence, leader: Sequence) -> None:
-        """A slot for a sequence that shares ``leader``'s prompt (n > 1): it starts with
-        the leader's cached prefix and is fed the rest of the prompt in the leader's rows."""
-        self.acquire(follower, reuse=False)
+    def share_prefix(self, leader: Sequence, follower: Sequence) -> None:
+        """After ``leader`` prefilled a prompt, ``follower`` (same prompt, n > 1) gets
+        the same KV cells instead of computing them again."""
         assert follower.slot is not None and leader.slot is not None
-        if leader.num_computed:
-            self._runtime.seq_cp(leader.slot, follower.slot, 0, leader.num_computed)
+        self._runtime.seq_copy_prefix(leader.slot, follower.slot, leader.num_computed)
+        follower.num_computed = leader.num_computed
 
     def release(self, seq: Sequence, *, keep: bool = True) -> None:
         """Free ``seq``'s slot, keeping its cells as a cached prefix unless told not to."""

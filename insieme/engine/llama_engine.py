@@ -18,16 +18,34 @@ from insieme.errors import ConfigError, QueueFullError, ServiceUnavailable
 log = logging.getLogger("insieme.engine")
 
 
-def context_shape(config: EngineConfig, max_model_len: int) -> ContextShape:
-    """KV cells for every running sequence to reach a useful length, and one at full length."""
-    cells = config.kv_cache_tokens or max(max_model_len, 1024 * config.max_num_seqs)
-    if cells < max_model_len:
-        raise ConfigError("--kv-cache-tokens must be at least --max-model-len")
+def max_model_len_for(config: EngineConfig, n_ctx_train: int) -> int:
+    return config.max_model_len or min(n_ctx_train, MAX_DEFAULT_MODEL_LEN)
+
+
+def context_shape(config: EngineConfig, n_ctx_train: int) -> ContextShape:
+    """The context for a model trained on ``n_ctx_train`` tokens.
+
+    By default every sequence id gets a stream of max_model_len cells (like llama-server
+    with -np): a sequence's output does not depend on what else is in the batch, and it never
+    runs out of cells. With kv_unified all sequences share one pool, which may be smaller
+    than max_num_seqs x max_model_len; the scheduler then preempts when it runs short.
+    """
+    max_model_len = max_model_len_for(config, n_ctx_train)
+    if config.kv_unified:
+        cells = config.kv_cache_tokens or max(max_model_len, 1024 * config.max_num_seqs)
+        if cells < max_model_len:
+            raise ConfigError("--kv-cache-tokens must be at least --max-model-len")
+    else:
+        if config.kv_cache_tokens:
+            raise ConfigError("--kv-cache-tokens sizes the shared pool of --kv-unified; "
+                              "without it each sequence gets --max-model-len cells")
+        cells = max_model_len * config.max_num_seqs
     return ContextShape(
         n_ctx=cells,
         n_batch=max(config.max_num_batched_tokens, config.max_num_seqs),
         n_seq_max=config.max_num_seqs,
         n_threads=config.threads,
+        kv_unified=config.kv_unified,
     )
 
 
@@ -85,15 +103,14 @@ class LlamaEngine:
         self._core = core
 
     def _load_blocking(self) -> tuple[LlamaRuntime, ModelInfo]:
-        probe_len = self.config.max_model_len or MAX_DEFAULT_MODEL_LEN
-        runtime = LlamaRuntime(self.config.model_path, context_shape(self.config, probe_len))
-        max_model_len = self.config.max_model_len or min(runtime.n_ctx_train,
-                                                         MAX_DEFAULT_MODEL_LEN)
+        config = self.config
+        runtime = LlamaRuntime(config.model_path, lambda n_train: context_shape(config, n_train))
+        max_model_len = max_model_len_for(config, runtime.n_ctx_train)
         eos_id = runtime.meta("tokenizer.ggml.eos_token_id")
         info = ModelInfo(
             path=self.config.model_path,
             n_ctx_train=runtime.n_ctx_train,
-            max_model_len=min(max_model_len, runtime.n_ctx),
+            max_model_len=min(max_model_len, runtime.n_ctx_seq),
             n_vocab=runtime.n_vocab,
             chat_template=runtime.meta("tokenizer.chat_template"),
             bos_token=runtime.token_text(runtime.bos_id) if runtime.bos_id >= 0 else "",
@@ -144,6 +161,10 @@ class LlamaEngine:
         core.add(request)
         return stream
 
+    def inject_fault(self, request_id: str, after_tokens: int) -> None:
+        _, core = self._require()
+        core.inject_fault(request_id, after_tokens)
+
     def _abort(self, request_id: str) -> None:
         if self._streams.pop(request_id, None) is not None and self._core is not None:
             self._core.abort(request_id)
@@ -172,4 +193,6 @@ class LlamaEngine:
             waiting=scheduler.num_waiting,
             kv_cells_used=core.slots.cells_in_use(),
             kv_cells_total=core.runtime.n_ctx,
+            kv_sequences=self.config.max_num_seqs - core.slots.free,
+            open_requests=len(self._streams),
         )

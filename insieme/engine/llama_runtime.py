@@ -8,7 +8,9 @@ with a per-sequence C sampler chain, and move sequences in the KV cache.
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import llama_cpp as llama
@@ -19,6 +21,10 @@ from insieme.errors import ConfigError, EngineError
 
 # Tokens the repetition/frequency/presence penalties look back over (llama-server's default).
 PENALTY_LAST_N = 64
+# Tokens a grammar redraw considers first (see Sampler._sample_constrained).
+SHORTLIST = 1024
+# llama_token_data as numpy sees it, to hand llama.cpp a candidate array without a Python loop.
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -47,18 +53,45 @@ class ContextShape:
     n_batch: int  # most tokens in one llama_decode
     n_seq_max: int  # sequence ids that may live in the KV cache at once
     n_threads: int
+    # False: each sequence id gets its own stream of n_ctx / n_seq_max cells, so a sequence's
+    # attention (and its greedy output) is the same alone or in any batch. True: one pool
+    # shared by all sequences, which can then grow past an equal share.
+    kv_unified: bool = False
 
 
 class Sampler:
-    """A per-sequence llama.cpp sampler chain (penalties → top-k → top-p → min-p → temp → dist)."""
+    """A per-sequence llama.cpp sampler chain: logit bias → penalties → top-k → top-p →
+    min-p → temp → dist (or greedy), and, for constrained output, a grammar before it.
 
-    __slots__ = ("_chain",)
+    Built at the first ``sample``, where the context (and so the vocabulary a grammar needs)
+    is at hand. Without a grammar ``llama_sampler_sample`` does everything in C.
+    """
+
+    __slots__ = ("_chain", "_grammar", "_params", "_n_vocab")
 
     def __init__(self, params: SamplingParams, n_vocab: int) -> None:
+        self._params = params
+        self._n_vocab = n_vocab
+        self._chain: llama.llama_sampler_p | None = None
+        self._grammar: llama.llama_sampler_p | None = None
+
+    def _build(self, ctx: llama.llama_context_p) -> llama.llama_sampler_p:
+        params, n_vocab = self._params, self._n_vocab
+        if params.grammar is not None:
+            vocab = llama.llama_model_get_vocab(llama.llama_get_model(ctx))
+            self._grammar = llama.llama_sampler_init_grammar(vocab, params.grammar.encode(),
+                                                             b"root")
+            if not self._grammar:
+                raise EngineError("llama.cpp could not parse the output grammar")
         chain_params = llama.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         chain = llama.llama_sampler_chain_init(chain_params)
         add = llama.llama_sampler_chain_add
+        if params.logit_bias:
+            biases = (llama.llama_logit_bias * len(params.logit_bias))(
+                *(llama.llama_logit_bias(token, bias) for token, bias in params.logit_bias))
+            add(chain, llama.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias),
+                                                           biases))
         if (params.repetition_penalty != 1.0 or params.frequency_penalty
                 or params.presence_penalty):
             add(chain, llama.llama_sampler_init_penalties(
@@ -77,17 +110,85 @@ class Sampler:
             seed = params.seed if params.seed is not None else llama.LLAMA_DEFAULT_SEED
             add(chain, llama.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         self._chain = chain
+        return chain
 
     def sample(self, ctx: llama.llama_context_p, row: int) -> int:
-        return int(llama.llama_sampler_sample(self._chain, ctx, row))
+        chain = self._chain or self._build(ctx)
+        if self._grammar is None:
+            return int(llama.llama_sampler_sample(chain, ctx, row))
+        return self._sample_constrained(chain, self._grammar, ctx, row)
+
+    def _sample_constrained(self, chain: llama.llama_sampler_p,
+                            grammar: llama.llama_sampler_p, ctx: llama.llama_context_p,
+                            row: int) -> int:
+        """llama.cpp's own shortcut (common/sampling.cpp): draw as if unconstrained, and
+        only when the grammar rejects that token, redraw among the tokens it allows; the
+        distribution is the same. Checking the grammar against all ~50k tokens costs ~20 ms
+        here, so the redraw looks at the SHORTLIST most likely ones first (all of them when
+        none fits): exact for greedy, and for sampling it leaves out a tail far below any
+        top-k. Both then accept the token, which advances the grammar's state."""
+        params = self._params
+        logits = np.ctypeslib.as_array(llama.llama_get_logits_ith(ctx, row),
+                                       shape=(self._n_vocab,))
+        if params.repetition_penalty == 1.0 and not (params.frequency_penalty
+                                                     or params.presence_penalty):
+            # No sampler in the chain keeps state: accepting a rejected draw changes nothing.
+            token = int(llama.llama_sampler_sample(chain, ctx, row))
+        else:
+            drawn = self._draw(logits, None, chain)
+            assert drawn is not None  # only a grammar rules candidates out
+            token = drawn
+        single = llama.llama_token_data(token, 0.0, 0.0)
+        llama.llama_sampler_apply(grammar, ctypes.byref(
+            llama.llama_token_data_array(ctypes.pointer(single), 1, -1, False)))
+        if single.logit == -math.inf:
+            shortlist = np.argpartition(logits, -SHORTLIST)[-SHORTLIST:]
+            if params.logit_bias:  # a raised token may lie outside the raw shortlist
+                biased = np.array([t for t, _ in params.logit_bias], dtype=shortlist.dtype)
+                shortlist = np.union1d(shortlist, biased)
+            drawn = self._draw(logits, shortlist, grammar, chain)
+            if drawn is None:
+                drawn = self._draw(logits, None, grammar, chain)
+            if drawn is None:
+                raise EngineError("the output grammar allows no token here")
+            token = drawn
+        llama.llama_sampler_accept(grammar, token)
+        llama.llama_sampler_accept(chain, token)
+        return token
+
+    @staticmethod
+    def _draw(logits: np.ndarray, ids: np.ndarray | None, *samplers: llama.llama_sampler_p
+              ) -> int | None:
+        """Run ``samplers`` over the candidates ``ids`` (all tokens when None); None when the
+        first of them (the grammar) rules every candidate out."""
+        if ids is None:
+            ids = np.arange(len(logits), dtype=np.int32)
+        candidates = np.empty(len(ids), _TOKEN_DATA)
+        candidates["id"] = ids
+        candidates["logit"] = logits[ids]
+        candidates["p"] = 0.0
+        array = llama.llama_token_data_array(
+            candidates.ctypes.data_as(llama.llama_token_data_p), len(candidates), -1, False)
+        for k, sampler in enumerate(samplers):
+            llama.llama_sampler_apply(sampler, ctypes.byref(array))
+            if k == 0 and len(samplers) > 1 and not np.isfinite(candidates["logit"]).any():
+                return None
+        assert 0 <= array.selected < array.size
+        return int(array.data[array.selected].id)
 
     def accept(self, token: int) -> None:
+        assert self._chain is not None, "accept() before the first sample()"
+        if self._grammar:
+            llama.llama_sampler_accept(self._grammar, token)
         llama.llama_sampler_accept(self._chain, token)
 
     def close(self) -> None:
         if self._chain:
             llama.llama_sampler_free(self._chain)
             self._chain = None
+        if self._grammar:
+            llama.llama_sampler_free(self._grammar)
+            self._grammar = None
 
     def __del__(self) -> None:
         self.close()
@@ -131,7 +232,11 @@ class Batch:
 class LlamaRuntime:
     """One model, one context, many sequences in a unified KV cache."""
 
-    def __init__(self, model_path: str, shape: ContextShape) -> None:
+    def __init__(
+        self, model_path: str, shape_for: Callable[[int], ContextShape] | ContextShape
+    ) -> None:
+        """Load ``model_path``; ``shape_for`` maps the model's training context to the
+        context to create (or is that context's shape)."""
         _init_backend()
         model_params = llama.llama_model_default_params()
         self.model = llama.llama_model_load_from_file(model_path.encode(), model_params)
@@ -140,6 +245,7 @@ class LlamaRuntime:
         self.vocab = llama.llama_model_get_vocab(self.model)
         self.n_vocab = int(llama.llama_vocab_n_tokens(self.vocab))
         self.n_ctx_train = int(llama.llama_model_n_ctx_train(self.model))
+        shape = shape_for if isinstance(shape_for, ContextShape) else shape_for(self.n_ctx_train)
         params = llama.llama_context_default_params()
         params.n_ctx = shape.n_ctx
         params.n_batch = shape.n_batch
@@ -147,9 +253,7 @@ class LlamaRuntime:
         params.n_seq_max = shape.n_seq_max
         params.n_threads = shape.n_threads
         params.n_threads_batch = shape.n_threads
-        # One pool of cells for every sequence, so a cached prefix can be shared by
-        # several sequences (llama_memory_seq_cp only relabels cells within a stream).
-        params.kv_unified = True
+        params.kv_unified = shape.kv_unified
         params.no_perf = True
         self.ctx = llama.llama_init_from_model(self.model, params)
         if not self.ctx:
@@ -157,6 +261,7 @@ class LlamaRuntime:
             raise ConfigError("llama.cpp could not create a context (out of memory?)")
         self.shape = shape
         self.n_ctx = int(llama.llama_n_ctx(self.ctx))
+        self.n_ctx_seq = self.n_ctx if shape.kv_unified else self.n_ctx // shape.n_seq_max
         self.memory = llama.llama_get_memory(self.ctx)
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -229,8 +334,18 @@ class LlamaRuntime:
     def seq_rm(self, seq: int, p0: int = 0, p1: int = -1) -> bool:
         return bool(llama.llama_memory_seq_rm(self.memory, seq, p0, p1))
 
-    def seq_cp(self, src: int, dst: int, p0: int, p1: int) -> None:
-        llama.llama_memory_seq_cp(self.memory, src, dst, p0, p1)
+    def seq_copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Make ``dst`` hold the first ``length`` tokens of ``src``.
+
+        Split streams copy a whole stream (llama.cpp copies only full buffers across
+        streams, at the next decode), then the tail is dropped; a unified pool relabels cells.
+        """
+        llama.llama_memory_seq_rm(self.memory, dst, -1, -1)
+        if self.shape.kv_unified:
+            llama.llama_memory_seq_cp(self.memory, src, dst, 0, length)
+        else:
+            llama.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
+            llama.llama_memory_seq_rm(self.memory, dst, length, -1)
 
     def seq_pos_max(self, seq: int) -> int:
         return int(llama.llama_memory_seq_pos_max(self.memory, seq))

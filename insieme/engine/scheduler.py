@@ -8,11 +8,15 @@ before it gets here (see ``LlamaEngine.submit``).
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 
 from insieme.engine.kv_slots import SlotManager
 from insieme.engine.sequence import SeqStatus, Sequence
+
+# Cells kept free per running sequence when admitting into a shared KV pool.
+GROWTH_RESERVE = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +35,18 @@ class Work:
 class Scheduler:
     """Short policy over explicit state; the KV bookkeeping lives in ``SlotManager``."""
 
-    def __init__(self, slots: SlotManager, max_num_seqs: int, token_budget: int) -> None:
+    def __init__(
+        self,
+        slots: SlotManager,
+        max_num_seqs: int,
+        token_budget: int,
+        kv_pool: int | None = None,
+    ) -> None:
         self.slots = slots
         self.max_num_seqs = max_num_seqs
         self.token_budget = token_budget
+        # A shared KV pool (None: a stream per sequence, which never runs short).
+        self.kv_pool = kv_pool
         self.waiting: deque[Sequence] = deque()  # group leaders; followers ride along
         self.running: list[Sequence] = []
 
@@ -73,6 +85,8 @@ class Scheduler:
             needed = 1 + len(leader.followers)
             if self.slots.free < needed or self.num_running + needed > self.max_num_seqs:
                 break
+            if not self._pool_has_room(leader, needed):
+                break
             self.waiting.popleft()
             self._admit(leader)
             count = min(leader.num_pending, budget)
@@ -80,11 +94,23 @@ class Scheduler:
             budget -= count
         return work
 
+    def _pool_has_room(self, leader: Sequence, needed: int) -> bool:
+        """Admit into a shared pool only what fits beside the running sequences with some
+        room to grow; otherwise a preempted sequence would be re-admitted at once and preempt
+        again. Shared prefix cells are counted per sequence, which errs on the safe side."""
+        if self.kv_pool is None or not self.running:
+            return True
+        held = sum(len(s.tokens) + len(s.followers) * len(s.tokens) for s in self.running)
+        growth = GROWTH_RESERVE * (self.num_running + needed)
+        return held + needed * len(leader.tokens) + growth <= self.kv_pool
+
     def _admit(self, leader: Sequence) -> None:
+        if leader.admitted_at is None:  # a preempted sequence keeps its first admission
+            leader.admitted_at = time.monotonic()
         leader.cached_tokens = self.slots.acquire(leader)
         leader.status = SeqStatus.RUNNING
         for follower in leader.followers:
-            self.slots.acquire_shared(follower, leader)
+            self.slots.acquire(follower, reuse=False)
             follower.status = SeqStatus.PARKED
         self.running.append(leader)
 
@@ -92,7 +118,7 @@ class Scheduler:
         """After a leader's shared prefill: its followers run on their own from now on."""
         followers, leader.followers = leader.followers, []
         for follower in followers:
-            follower.num_computed = leader.num_computed
+            self.slots.share_prefix(leader, follower)
             follower.cached_tokens = leader.cached_tokens
             follower.status = SeqStatus.RUNNING
             self.running.append(follower)

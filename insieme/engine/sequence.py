@@ -34,9 +34,10 @@ class Sequence:
     slot: int | None = None  # KV sequence id while it holds one
     num_computed: int = 0  # tokens of ``tokens`` already in the KV cache
     cached_tokens: int = 0  # prompt tokens reused from the prefix cache
-    followers: list[Sequence] = field(default_factory=list)  # share this one's prefill
+    followers: list[Sequence] = field(default_factory=list)  # get this one's prefill (n > 1)
     arrival: int = field(default_factory=lambda: next(_arrival))
     arrived_at: float = field(default_factory=time.monotonic)
+    admitted_at: float | None = None  # when it first got a KV slot: queue time ends
     utf8: Utf8Assembler = field(default_factory=Utf8Assembler)
     stops: StopMatcher | None = None
     finish_reason: FinishReason | None = None
@@ -53,11 +54,6 @@ class Sequence:
     def num_pending(self) -> int:
         """Tokens to feed before the next sample: 1 while decoding, more while prefilling."""
         return len(self.tokens) - self.num_computed
-
-    @property
-    def seq_ids(self) -> list[int]:
-        assert self.slot is not None
-        return [self.slot, *(f.slot for f in self.followers if f.slot is not None)]
 
 
 def sequences_for(request: GenerationRequest) -> list[Sequence]:

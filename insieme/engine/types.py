@@ -28,6 +28,16 @@ class SamplingParams:
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    # GBNF text with a ``root`` rule: sampling only ever picks tokens the grammar allows.
+    grammar: str | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
+    # None: no logprob extras. k >= 0: each token carries its piece and the k most likely
+    # alternatives (raw logits, before any sampler), at the cost of a top-k per token.
+    logprobs: int | None = None
+    # echo: the first output of choice 0 carries the prompt tokens; prompt_logprobs (k >= 0)
+    # scores them too, with k alternatives each.
+    echo: bool = False
+    prompt_logprobs: int | None = None
 
     @property
     def greedy(self) -> bool:
@@ -49,13 +59,37 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class TopLogprob:
+    """One of the most likely tokens at a position, with its log probability."""
+
+    id: int
+    piece: bytes  # the token's own bytes (a special token's text spelled out)
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
 class TokenInfo:
-    """The sampled token, as the seed's ``token`` field shows it."""
+    """The sampled token, as the seed's ``token`` field shows it.
+
+    ``piece`` and ``top_logprobs`` are filled only when the request asked for logprobs.
+    """
 
     id: int
     text: str
     logprob: float
     special: bool
+    piece: bytes = b""
+    top_logprobs: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PromptToken:
+    """A prompt token for ``echo``; ``logprob`` is None for the first one, or when unscored."""
+
+    id: int
+    piece: bytes
+    logprob: float | None = None
+    top_logprobs: tuple[TopLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +109,8 @@ class StepOutput:
     completion_tokens: int = 0
     cached_tokens: int = 0
     error: str | None = None
+    prompt: tuple[PromptToken, ...] | None = None  # echo: on the first output of choice 0
+    queue_seconds: float | None = None  # on the last output: arrival to first KV slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,5 +131,7 @@ class ModelInfo:
 class EngineStats:
     running: int
     waiting: int
-    kv_cells_used: int = 0
+    kv_cells_used: int = 0  # running sequences and cached prefixes
     kv_cells_total: int = 0
+    kv_sequences: int = 0  # sequences that hold KV cells now (0 when idle)
+    open_requests: int = 0  # requests the engine still tracks (0 when idle)
