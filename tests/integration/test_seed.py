@@ -71,7 +71,8 @@ def test_openai_node_sdk(real_server: Server) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout)
-    assert output["text"] and output["usage"]["completion_tokens"] == 16
+    # Sampled at the default temperature: it may end before max_tokens.
+    assert output["text"] and 0 < output["usage"]["completion_tokens"] <= 16
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl missing")
