@@ -1,9 +1,11 @@
 """KV-cache sequence ids ("slots") and the prefix cache that lives in them.
 
 A slot keeps the KV cells of the last sequence that used it after that sequence finishes.
-A new prompt takes the free slot holding the longest common prefix with it, or copies a
-clearly longer prefix from any other slot, and computes just the rest. Cached cells of free
-slots are dropped, least recently used first, when a unified cache runs short.
+A new prompt that continues a free slot's tokens takes that slot; one that shares only a
+prefix with some slot (free or running) gets that prefix copied into the emptiest, least
+recently used free slot, so other conversations' caches survive; either way it computes
+just the rest. Cached cells of free slots are dropped, least recently used first, when a
+unified cache runs short.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from dataclasses import dataclass, field
 from insieme.engine.llama_runtime import LlamaRuntime
 from insieme.engine.sequence import Sequence
 
-# Tokens a copied prefix must save over the best free slot's own (a whole-stream copy costs
-# about as much as prefilling a dozen tokens on a laptop CPU).
-COPY_MIN_GAIN = 16
+# Copying a prefix into another sequence id: with a KV stream per sequence llama.cpp copies
+# the whole stream's buffer, measured here at ~3.5 ms per 1024 cells (a prompt token costs
+# ~3.7 ms to prefill on 2 cores); in a unified pool it only relabels cells.
+COPY_CELLS_PER_TOKEN = 1024
 
 
 @dataclass(eq=False)
@@ -56,48 +59,77 @@ class SlotManager:
         return sum(1 for s in self._slots if s.owner is None)
 
     def acquire(self, seq: Sequence, *, reuse: bool = True) -> int:
-        """Give ``seq`` a slot; returns how many of its tokens are already in the KV cache."""
+        """Give ``seq`` a slot; returns how many of its tokens are already in the KV cache.
+
+        A prompt that continues what a free slot holds (the next turn of a conversation)
+        takes that slot. A prompt that shares only part of a slot's tokens (the same system
+        prompt, another question) gets the shared prefix copied into the emptiest, least
+        recently used free slot instead, so the cached conversation survives for its own
+        next turn; taking the slot itself would overwrite it.
+        """
         free = [s for s in self._slots if s.owner is None]
         assert free, "acquire() needs a free slot"
         want = seq.tokens
-        # By default the emptiest, least recently used free slot.
-        best = min(free, key=lambda s: (len(s.cached) > 0, s.last_used))
-        best_len, source = 0, None
+        target = self._victim(free, spare=None)
+        assert target is not None
+        source, length = None, 0
         if reuse and self._prefix_caching:
             self.queries += 1
-            free_len = owned_len = 0
-            free_slot = owned_slot = None
-            for slot in self._slots:
-                held = slot.tokens()
-                if not held or held[0] != want[0]:
-                    continue
-                length = common_prefix(held, want)
-                if slot.owner is None and length > free_len:
-                    free_slot, free_len = slot, length
-                elif slot.owner is not None and length > owned_len:
-                    owned_slot, owned_len = slot, length
-            if free_slot is not None:
-                best, best_len = free_slot, free_len
-            # A copy (a whole stream's buffer with split streams) pays only for a clearly
-            # longer prefix than the free slot already holds.
-            if owned_slot is not None and owned_len > best_len + COPY_MIN_GAIN:
-                source, best_len = owned_slot, owned_len
-                best = min(free, key=lambda s: (len(s.cached) > 0, s.last_used))
+            source, length = self._longest_prefix(want)
         # Keep at least one token to compute, so there are logits to sample from.
-        reused = max(0, min(best_len, len(want) - 1))
+        length = max(0, min(length, len(want) - 1))
+        if source is not None and source.owner is None:
+            spare = self._victim(free, spare=source)
+            if length >= len(source.cached) - 1 or spare is None:
+                # Nothing of the slot would be lost, or no other slot is free: take it.
+                target, source = source, None
+            else:
+                target = spare
+        if source is not None and length < self._copy_min:
+            source, length = None, 0  # too short to pay for a copy: compute it
         runtime = self._runtime
         if source is not None:
-            runtime.seq_copy_prefix(source.seq_id, best.seq_id, reused)
+            runtime.seq_copy_prefix(source.seq_id, target.seq_id, length)
         else:
-            runtime.seq_rm(best.seq_id, reused, -1)
-        if reused:
+            runtime.seq_rm(target.seq_id, length, -1)
+        if length:
             self.hits += 1
-        best.cached = []
-        best.owner = seq
-        best.last_used = time.monotonic()
-        seq.slot = best.seq_id
-        seq.num_computed = reused
-        return reused
+        target.cached = []
+        target.owner = seq
+        target.last_used = time.monotonic()
+        seq.slot = target.seq_id
+        seq.num_computed = length
+        return length
+
+    @property
+    def _copy_min(self) -> int:
+        """Fewest reused tokens that pay for a copy between sequence ids."""
+        if self._runtime.shape.kv_unified:
+            return 1
+        return 1 + self._runtime.n_ctx_seq // COPY_CELLS_PER_TOKEN
+
+    def _longest_prefix(self, want: list[int]) -> tuple[Slot | None, int]:
+        """The slot (free or running) holding the longest prefix of ``want``; free ones win
+        ties, as they need no copy."""
+        best, best_len = None, 0
+        for slot in self._slots:
+            held = slot.tokens()
+            if not held or held[0] != want[0]:
+                continue
+            length = common_prefix(held, want)
+            if length > best_len or (length == best_len and best is not None
+                                     and best.owner is not None and slot.owner is None):
+                best, best_len = slot, length
+        return best, best_len
+
+    @staticmethod
+    def _victim(free: list[Slot], *, spare: Slot | None) -> Slot | None:
+        """The free slot whose cache is worth least: an empty one, else the least recently
+        used; never ``spare``."""
+        candidates = [s for s in free if s is not spare]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda s: (len(s.cached) > 0, s.last_used))
 
     def share_prefix(self, leader: Sequence, follower: Sequence) -> None:
         """After ``leader`` prefilled a prompt, ``follower`` (same prompt, n > 1) gets

@@ -94,6 +94,30 @@ async def test_second_turn_reuses_the_cache_and_keeps_the_text(engine: LlamaEngi
     assert cached_ids == fresh_ids
 
 
+async def test_conversations_sharing_a_system_prompt_keep_their_own_cache(
+    engine: LlamaEngine,
+) -> None:
+    # B shares only the system prompt with A: it must get that prefix copied, not take A's
+    # slot, so that A asked again is answered from its whole cached prompt.
+    system = {"role": "system", "content": "You are a terse assistant who answers in a line."}
+    a = chat_tokens(engine, [system, {"role": "user", "content": "Name a large ocean."}])
+    b = chat_tokens(engine, [system, {"role": "user", "content": "Name a tall mountain."}])
+    shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
+    a_ids, _, _ = await greedy(engine, a, 16, ignore_eos=True)
+    b_ids, b_cached, _ = await greedy(engine, b, 16, ignore_eos=True)
+    assert b_cached == shared
+    a_again, a_cached, _ = await greedy(engine, a, 16, ignore_eos=True)
+    b_again, b_cached_again, _ = await greedy(engine, b, 16, ignore_eos=True)
+    assert (a_cached, b_cached_again) == (len(a) - 1, len(b) - 1)
+    assert (a_again, b_again) == (a_ids, b_ids)
+
+    fresh = await make_engine(enable_prefix_caching=False)
+    try:
+        assert (await greedy(fresh, b, 16, ignore_eos=True))[0] == b_ids
+    finally:
+        await fresh.stop()
+
+
 async def test_n_shares_the_prefill_and_seeds_differ(engine: LlamaEngine) -> None:
     prompt = chat_tokens(engine, [{"role": "user", "content": "Name an animal."}])
     params = SamplingParams(temperature=1.0, seed=11, max_tokens=12)
