@@ -1,31 +1,36 @@
 """insieme beside llama.cpp's llama-server and llama-cpp-python's server, in one run, on the
 same bundled model file and thread count, measured with `insieme bench`.
 
-    python benchmarks/side_by_side.py [--concurrency 1,4,16] [--requests 48] [--max-tokens 128]
+    python benchmarks/side_by_side.py [--concurrency 1,4,16] [--requests 16] [--rounds 3]
 
 Needs benchmarks/build_llama_server.sh (llama-server from the sources vendored in the pinned
 llama-cpp-python sdist) and a venv with `llama-cpp-python[server]` at benchmarks/out/lcp-venv
-(`--setup` makes it). Levels are interleaved (each level runs on every server before the next
-level) so drift on a shared machine hits all of them alike. Writes benchmarks/out/side_by_side
-.json, .md and .png.
+(`--setup` makes it). This machine's speed drifts by ±10% over minutes, so each level runs in
+several short rounds that alternate between the servers (the order rotating each round), and
+each server's rounds are pooled: throughput is its tokens over its summed wall time,
+percentiles are over all its requests. Writes benchmarks/out/side_by_side.json, .md and .png.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from insieme.bench import BenchSettings, run_bench
+from insieme.bench import BenchSettings
+from insieme.bench.metrics import RequestRecord, summarize
 from insieme.bench.report import machine_info
+from insieme.bench.runner import run_level_records
 from insieme.config import bundled_model_path
 
 HERE = Path(__file__).resolve().parent
@@ -58,7 +63,10 @@ def server_commands(model: str, threads: int, slots: int, ctx_per_slot: int) -> 
         "llama-cpp-python": [str(OUT / "lcp-venv" / "bin" / "python"), "-m",
                              "llama_cpp.server", "--model", model, "--model_alias", MODEL_NAME,
                              "--n_threads", str(threads), "--n_threads_batch", str(threads),
-                             "--n_ctx", str(ctx_per_slot), "--port", "{port}"],
+                             "--n_ctx", str(ctx_per_slot), "--port", "{port}",
+                             # By default a new request cuts off the stream in progress
+                             # (31 of 32 requests failed at concurrency 4); queue instead.
+                             "--interrupt_requests", "False"],
     }
 
 
@@ -84,7 +92,11 @@ def start(name: str, command: list[str]) -> tuple[subprocess.Popen[bytes], str]:
         if process.poll() is not None:
             raise SystemExit(f"{name} exited; see {OUT / (name + '.log')}")
         try:
-            if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
+            # /health answers 503 while the model loads (insieme, llama-server); the Python
+            # server has no /health but only listens once its model is loaded.
+            health = httpx.get(f"{base}/health", timeout=2).status_code
+            if health == 200 or (health == 404 and httpx.get(
+                    f"{base}/v1/models", timeout=2).status_code == 200):
                 return process, f"{base}/v1"
         except httpx.HTTPError:
             pass
@@ -146,10 +158,40 @@ def plot(results: dict[str, Any], levels: list[int], path: Path) -> None:
     plt.close(fig)
 
 
+def measure(running: dict[str, tuple[Any, str]], levels: list[int], rounds: int,
+            requests: int, max_tokens: int) -> dict[str, Any]:
+    """Every level on every server, in alternating rounds; each server's rounds pooled."""
+    names = list(running)
+    results: dict[str, Any] = {name: {"label": name, "levels": []} for name in names}
+    for level in levels:
+        pooled: dict[str, tuple[list[RequestRecord], float]] = {n: ([], 0.0) for n in names}
+        for round_index in range(rounds):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                settings = BenchSettings(
+                    base_url=running[name][1], model=MODEL_NAME, concurrency=(level,),
+                    requests=max(requests, 2 * level), max_tokens=max_tokens,
+                    temperature=0.0, ignore_eos=True, label=name)
+                records, seconds = asyncio.run(run_level_records(settings, level))
+                done = [r for r in records if r.ok]
+                print(f"c={level:<3} round {round_index + 1}/{rounds} {name:<17} "
+                      f"{sum(r.output_len for r in done) / seconds:7.1f} tok/s "
+                      f"({len(records) - len(done)} failed)", flush=True)
+                kept, total = pooled[name]
+                pooled[name] = (kept + records, total + seconds)
+        for name in names:
+            records, seconds = pooled[name]
+            metrics = summarize(records, concurrency=level, duration_s=seconds)
+            results[name]["levels"].append(asdict(metrics))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", default="1,4,16")
-    parser.add_argument("--requests", type=int, default=48)
+    parser.add_argument("--requests", type=int, default=16,
+                        help="requests per round (at least twice the concurrency)")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--servers", default="insieme,llama-server,llama-cpp-python")
@@ -163,26 +205,15 @@ def main() -> None:
     commands = server_commands(model, args.threads, max(levels), 1024)
     names = args.servers.split(",")
     running = {name: start(name, commands[name]) for name in names}
-    results: dict[str, Any] = {}
     try:
-        for level in levels:
-            for name in names:
-                settings = BenchSettings(
-                    base_url=running[name][1], model=MODEL_NAME, concurrency=(level,),
-                    requests=max(args.requests, level), max_tokens=args.max_tokens,
-                    temperature=0.0, ignore_eos=True, label=name)
-                run = run_bench(settings)
-                print(f"c={level:<3} {name:<17} {run['levels'][0]['output_throughput']:7.1f} "
-                      f"tok/s  TTFT p99 {run['levels'][0]['ttft_ms']['p99']:8.1f} ms",
-                      flush=True)
-                merged = results.setdefault(name, {**run, "levels": []})
-                merged["levels"].append(run["levels"][0])
+        results = measure(running, levels, args.rounds, args.requests, args.max_tokens)
     finally:
         for process, _ in running.values():
             process.terminate()
             process.wait(timeout=30)
     document = {"machine": machine_info(), "threads": args.threads, "max_tokens": args.max_tokens,
-                "requests_per_level": args.requests, "commands": commands, "results": results}
+                "requests_per_round": args.requests, "rounds": args.rounds,
+                "commands": commands, "results": results}
     (OUT / "side_by_side.json").write_text(json.dumps(document, indent=2))
     peer = "llama-server" if "llama-server" in names else names[-1]
     markdown = table(results, levels, peer)

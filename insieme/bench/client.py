@@ -98,11 +98,32 @@ async def _events(lines: AsyncIterator[str]) -> AsyncIterator[str]:
 async def stream_chat(
     client: httpx.AsyncClient, url: str, payload: dict[str, Any], headers: dict[str, str]
 ) -> RequestRecord:
-    """Send one streamed chat completion and time its content chunks."""
-    record = RequestRecord()
+    """Send one streamed chat completion and time its content chunks.
+
+    A kept-alive connection that the server closes instead of answering (llama-server does
+    this now and then) is retried once on a new connection, as the OpenAI and Together
+    SDKs do; the record counts it in ``reconnects`` and its times include the lost try.
+    """
     sent = time.perf_counter()
+    record = await _stream_once(client, url, payload, headers, sent)
+    if record.error == "connection" and record.unanswered:
+        record = await _stream_once(client, url, payload, headers, sent)
+        record.reconnects = 1
+    return record
+
+
+async def _stream_once(
+    client: httpx.AsyncClient,
+    url: str,
+    payload: dict[str, Any],
+    headers: dict[str, str],
+    sent: float,
+) -> RequestRecord:
+    record = RequestRecord()
+    answered = False
     try:
         async with client.stream("POST", url, json=payload, headers=headers) as response:
+            answered = True
             if response.status_code != 200:
                 await response.aread()
                 record.error = str(response.status_code)
@@ -118,6 +139,7 @@ async def stream_chat(
     except httpx.TransportError as exc:
         record.error = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
         record.error_message = _describe(exc)
+        record.unanswered = not answered and isinstance(exc, httpx.RemoteProtocolError)
     except httpx.RequestError as exc:  # a body httpx could not decode
         record.error = "invalid_response"
         record.error_message = _describe(exc)

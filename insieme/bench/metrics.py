@@ -34,6 +34,8 @@ class RequestRecord:
     prompt_tokens: int | None = None
     error: str | None = None  # what went wrong, as a key: "401", "timeout", "stream_error"...
     error_message: str | None = None
+    unanswered: bool = False  # the connection closed before any response came
+    reconnects: int = 0  # tries lost to a kept-alive connection the server had closed
 
     @property
     def ok(self) -> bool:
@@ -90,6 +92,7 @@ class LevelMetrics:
     failed: int
     errors: dict[str, int]  # failures by status code or kind
     error_examples: dict[str, str]  # the first message seen for each kind
+    reconnects: int  # requests retried on a new connection (see client.stream_chat)
     duration_s: float
     request_throughput: float  # completed requests per second
     output_throughput: float  # output tokens per second
@@ -143,6 +146,7 @@ def summarize(
         failed=len(failed),
         errors=dict(sorted(errors.items())),
         error_examples=dict(sorted(examples.items())),
+        reconnects=sum(r.reconnects for r in records),
         duration_s=duration_s,
         request_throughput=len(done) / wall,
         output_throughput=total_output / wall,

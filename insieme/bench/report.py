@@ -157,6 +157,10 @@ def notes(results: dict[str, Any]) -> list[str]:
     for level in results["levels"]:
         for kind, example in (level.get("error_examples") or {}).items():
             found.append(f"concurrency {level['concurrency']}: {kind}: {example}")
+        if level.get("reconnects"):
+            found.append(f"concurrency {level['concurrency']}: {level['reconnects']} requests "
+                         "were retried once: the server closed a kept-alive connection "
+                         "instead of answering")
     return found
 
 

@@ -73,6 +73,19 @@ async def bench(
     return build_results(_settings_dict(settings), server, levels)
 
 
+async def run_level_records(
+    settings: BenchSettings, concurrency: int
+) -> tuple[list[RequestRecord], float]:
+    """One closed-loop level on a fresh client (warmed up first): its requests' records and
+    its wall time, for callers that pool several runs (``benchmarks/side_by_side.py``)."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    timeout = httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        models = await list_models(client, settings.base_url, settings.headers())
+        await _warm_up(client, settings, models)
+        return await _collect(client, settings, concurrency, None)
+
+
 async def _warm_up(client: httpx.AsyncClient, settings: BenchSettings,
                    models: ModelList | None) -> None:
     record = await stream_chat(client, settings.chat_url,
@@ -104,6 +117,19 @@ async def _run_level(
 ) -> LevelMetrics:
     if progress is not None:
         progress.level_started(concurrency, settings.requests)
+    records, duration = await _collect(client, settings, concurrency, progress)
+    metrics = summarize(records, concurrency=concurrency, duration_s=duration)
+    if progress is not None:
+        progress.level_done(metrics)
+    return metrics
+
+
+async def _collect(
+    client: httpx.AsyncClient,
+    settings: BenchSettings,
+    concurrency: int,
+    progress: ProgressSink | None,
+) -> tuple[list[RequestRecord], float]:
     # Single-threaded asyncio: a shared counter hands out request numbers without a lock.
     numbers = itertools.count()
     records: list[RequestRecord] = []
@@ -120,11 +146,7 @@ async def _run_level(
     async with asyncio.TaskGroup() as group:
         for _ in range(concurrency):
             group.create_task(client_loop())
-    metrics = summarize(records, concurrency=concurrency,
-                        duration_s=time.perf_counter() - started)
-    if progress is not None:
-        progress.level_done(metrics)
-    return metrics
+    return records, time.perf_counter() - started
 
 
 # owned_by values that name no server (llama-cpp-python answers "me"): use host:port instead.

@@ -131,6 +131,28 @@ async def test_connection_failure_is_recorded_not_raised() -> None:
     assert (await request(stall)).error == "timeout"
 
 
+async def test_a_kept_alive_connection_closed_unanswered_is_retried_once() -> None:
+    tries = 0
+
+    def close_first(req: httpx.Request) -> httpx.Response:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
+                                            request=req)
+        return httpx.Response(200, headers=SSE, content=sse(chunk("hi"), "[DONE]"))
+
+    record = await request(close_first)
+    assert record.ok and (tries, record.reconnects) == (2, 1)
+
+    def always_close(req: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
+                                        request=req)
+
+    record = await request(always_close)  # twice in a row is a failure, not a loop
+    assert (record.error, record.reconnects) == ("connection", 1)
+
+
 async def test_request_body_asks_for_usage() -> None:
     seen: list[dict[str, Any]] = []
 

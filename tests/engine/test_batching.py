@@ -118,6 +118,27 @@ async def test_conversations_sharing_a_system_prompt_keep_their_own_cache(
         await fresh.stop()
 
 
+async def test_a_prefix_copied_from_a_running_sequence_keeps_the_text(
+    engine: LlamaEngine,
+) -> None:
+    system = {"role": "system", "content": "You are a terse assistant who answers in a line."}
+    a = chat_tokens(engine, [system, {"role": "user", "content": "Describe a long river."}])
+    b = chat_tokens(engine, [system, {"role": "user", "content": "Name a cold desert."}])
+    running = asyncio.ensure_future(greedy(engine, a, 48, ignore_eos=True))
+    while engine.stats().running == 0 or engine._core.slots.cells_in_use() < len(a):  # noqa: SLF001
+        await asyncio.sleep(0.005)
+    b_ids, b_cached, _ = await greedy(engine, b, 24, ignore_eos=True)
+    a_ids = (await running)[0]
+    assert b_cached > 0  # copied from A while A was decoding
+
+    fresh = await make_engine(enable_prefix_caching=False)
+    try:
+        assert (await greedy(fresh, b, 24, ignore_eos=True))[0] == b_ids
+        assert (await greedy(fresh, a, 48, ignore_eos=True))[0] == a_ids
+    finally:
+        await fresh.stop()
+
+
 async def test_n_shares_the_prefill_and_seeds_differ(engine: LlamaEngine) -> None:
     prompt = chat_tokens(engine, [{"role": "user", "content": "Name an animal."}])
     params = SamplingParams(temperature=1.0, seed=11, max_tokens=12)
