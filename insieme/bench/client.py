@@ -181,6 +181,9 @@ async def _read_stream(events: AsyncIterator[str], record: RequestRecord, sent: 
             record.output_tokens = usage["completion_tokens"]
             prompt_tokens = usage.get("prompt_tokens")
             record.prompt_tokens = prompt_tokens if isinstance(prompt_tokens, int) else None
+            details = usage.get("prompt_tokens_details")
+            cached = details.get("cached_tokens") if isinstance(details, dict) else None
+            record.cached_tokens = cached if isinstance(cached, int) else None
     if last_chunk is None:
         record.error = "invalid_response"
         record.error_message = "the stream ended without a single chunk"

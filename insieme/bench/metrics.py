@@ -32,6 +32,7 @@ class RequestRecord:
     e2e: float | None = None  # the last data chunk's arrival (None until it finished)
     output_tokens: int | None = None  # the server's usage.completion_tokens, if it sent one
     prompt_tokens: int | None = None
+    cached_tokens: int | None = None  # prompt tokens the server reused from its cache
     error: str | None = None  # what went wrong, as a key: "401", "timeout", "stream_error"...
     error_message: str | None = None
     unanswered: bool = False  # the connection closed before any response came
@@ -98,6 +99,7 @@ class LevelMetrics:
     output_throughput: float  # output tokens per second
     total_output_tokens: int
     total_input_tokens: int | None  # None when the server reported no usage
+    total_cached_tokens: int | None  # of those, reused from a prefix cache (if reported)
     output_tokens_source: TokenSource
     ttft_ms: Distribution
     tpot_ms: Distribution
@@ -152,6 +154,8 @@ def summarize(
         output_throughput=total_output / wall,
         total_output_tokens=total_output,
         total_input_tokens=sum(prompt_counts) if prompt_counts else None,
+        total_cached_tokens=sum(cached) if (cached := [
+            r.cached_tokens for r in done if r.cached_tokens is not None]) else None,
         output_tokens_source=token_source(done),
         ttft_ms=Distribution.of_seconds([t for r in done if (t := r.ttft) is not None]),
         tpot_ms=Distribution.of_seconds([t for r in done if (t := r.tpot) is not None]),

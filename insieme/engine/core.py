@@ -152,6 +152,10 @@ class EngineCore:
         batch = self.batch
         batch.clear()
         sample_rows: list[tuple[Sequence, int]] = []
+        # Rows in increasing sequence id: with a KV stream per sequence llama.cpp computes
+        # each run of consecutive ids in the batch's order separately (llama_batch_allocr::
+        # split_equal), so an unsorted batch of 16 decodes cost several passes over the model.
+        work.sort(key=lambda item: item.seq.slot or 0)
         for item in work:
             seq = item.seq
             assert seq.slot is not None

@@ -1,11 +1,12 @@
 """KV-cache sequence ids ("slots") and the prefix cache that lives in them.
 
 A slot keeps the KV cells of the last sequence that used it after that sequence finishes.
-A new prompt that continues a free slot's tokens takes that slot; one that shares only a
-prefix with some slot (free or running) gets that prefix copied into the emptiest, least
-recently used free slot, so other conversations' caches survive; either way it computes
-just the rest. Cached cells of free slots are dropped, least recently used first, when a
-unified cache runs short.
+A new sequence goes where it keeps the running ids contiguous (llama.cpp computes each run
+of consecutive ids separately when every sequence has its own KV stream). Its prompt's
+longest cached prefix, in any slot, free or running, is reused: in place when it is that
+slot and the prompt continues all of it, else copied, so other conversations' caches
+survive. Cached cells of free slots are dropped, least recently used first, when a unified
+cache runs short.
 """
 
 from __future__ import annotations
@@ -61,37 +62,34 @@ class SlotManager:
     def acquire(self, seq: Sequence, *, reuse: bool = True) -> int:
         """Give ``seq`` a slot; returns how many of its tokens are already in the KV cache.
 
-        A prompt that continues what a free slot holds (the next turn of a conversation)
-        takes that slot. A prompt that shares only part of a slot's tokens (the same system
-        prompt, another question) gets the shared prefix copied into the emptiest, least
-        recently used free slot instead, so the cached conversation survives for its own
-        next turn; taking the slot itself would overwrite it.
+        Where a sequence sits matters every step: with a KV stream per sequence, llama.cpp
+        splits a batch into one compute per run of consecutive sequence ids, so running
+        sequences must stay on adjacent ids. The slot is chosen for that first (see
+        ``_place``); the longest cached prefix of the prompt, in whatever slot it lives, is
+        then taken over when it is in that very slot, or copied from its slot otherwise,
+        which leaves the source's cached conversation intact for its own next turn.
         """
         free = [s for s in self._slots if s.owner is None]
         assert free, "acquire() needs a free slot"
         want = seq.tokens
-        target = self._victim(free, spare=None)
-        assert target is not None
         source, length = None, 0
         if reuse and self._prefix_caching:
             self.queries += 1
             source, length = self._longest_prefix(want)
         # Keep at least one token to compute, so there are logits to sample from.
         length = max(0, min(length, len(want) - 1))
-        if source is not None and source.owner is None:
-            spare = self._victim(free, spare=source)
-            if length >= len(source.cached) - 1 or spare is None:
-                # Nothing of the slot would be lost, or no other slot is free: take it.
-                target, source = source, None
-            else:
-                target = spare
-        if source is not None and length < self._copy_min:
-            source, length = None, 0  # too short to pay for a copy: compute it
+        # Taking the source's own slot overwrites what it holds past the shared prefix:
+        # worth it only when the prompt continues all of it (the next turn).
+        keeps_all = source is not None and length >= len(source.tokens()) - 1
+        target = self._place(free, prefer=source if keeps_all else None)
         runtime = self._runtime
-        if source is not None:
-            runtime.seq_copy_prefix(source.seq_id, target.seq_id, length)
-        else:
+        if source is target:  # the prefix is already in place
             runtime.seq_rm(target.seq_id, length, -1)
+        elif source is not None and length >= self._copy_min:
+            runtime.seq_copy_prefix(source.seq_id, target.seq_id, length)
+        else:  # nothing cached, or too short to pay for a copy: compute it all
+            length = 0
+            runtime.seq_rm(target.seq_id, 0, -1)
         if length:
             self.hits += 1
         target.cached = []
@@ -100,6 +98,21 @@ class SlotManager:
         seq.slot = target.seq_id
         seq.num_computed = length
         return length
+
+    def _place(self, free: list[Slot], *, prefer: Slot | None) -> Slot:
+        """The free slot to use: fewest runs of consecutive running ids once it is taken;
+        then ``prefer`` (it holds the prompt's prefix: no copy); then an empty slot; then
+        the least recently used cached one."""
+        owned = {s.seq_id for s in self._slots if s.owner is not None}
+
+        def runs_with(seq_id: int) -> int:
+            if self._runtime.shape.kv_unified:
+                return 0  # one stream: llama.cpp batches any ids together
+            ids = owned | {seq_id}
+            return sum(1 for i in ids if i - 1 not in ids)
+
+        return min(free, key=lambda s: (runs_with(s.seq_id), s is not prefer,
+                                        len(s.cached) > 0, s.last_used))
 
     @property
     def _copy_min(self) -> int:
@@ -121,15 +134,6 @@ class SlotManager:
                                      and best.owner is not None and slot.owner is None):
                 best, best_len = slot, length
         return best, best_len
-
-    @staticmethod
-    def _victim(free: list[Slot], *, spare: Slot | None) -> Slot | None:
-        """The free slot whose cache is worth least: an empty one, else the least recently
-        used; never ``spare``."""
-        candidates = [s for s in free if s is not spare]
-        if not candidates:
-            return None
-        return min(candidates, key=lambda s: (len(s.cached) > 0, s.last_used))
 
     def share_prefix(self, leader: Sequence, follower: Sequence) -> None:
         """After ``leader`` prefilled a prompt, ``follower`` (same prompt, n > 1) gets
