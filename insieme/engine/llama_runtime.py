@@ -323,6 +323,19 @@ class LlamaRuntime:
         ptr = llama.llama_get_logits_ith(self.ctx, row)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
+    def greedy_rows(self, outputs: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The most likely token and its log-probability for each of these output rows
+        (indices into the last decode's logits, in batch order), in one pass over them."""
+        ptr = llama.llama_get_logits(self.ctx)
+        n_rows = max(outputs) + 1
+        logits = np.ctypeslib.as_array(ptr, shape=(n_rows, self.n_vocab))
+        if len(outputs) != n_rows:
+            logits = logits[outputs]
+        tokens = logits.argmax(axis=1)
+        peaks = logits[np.arange(len(outputs)), tokens]
+        norms = np.log(np.exp(logits - peaks[:, None]).sum(axis=1))
+        return tokens, -norms
+
     def logprob(self, row: int, token: int) -> float:
         """log softmax of the raw logits at ``token`` (before any sampler transformation)."""
         logits = self.logits(row)

@@ -43,6 +43,13 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature <= 0.0
 
+    @property
+    def plain_greedy(self) -> bool:
+        """The most likely raw logit, nothing between: no bias, penalty or grammar."""
+        return (self.greedy and not self.logit_bias and self.grammar is None
+                and self.repetition_penalty == 1.0 and not self.frequency_penalty
+                and not self.presence_penalty)
+
 
 @dataclass(slots=True)
 class GenerationRequest:

@@ -173,6 +173,27 @@ async def test_decode_batches_are_sorted_and_new_sequences_fill_holes(
     assert all(ids == list(range(ids[0], ids[0] + 3)) for ids in with_d), with_d
 
 
+async def test_the_vectorised_greedy_pass_matches_llama_cpps_greedy_sampler(
+    engine: LlamaEngine,
+) -> None:
+    # A zero logit bias leaves the logits alone but routes sampling through the C chain.
+    prompts = [chat_tokens(engine, [{"role": "user", "content": q}]) for q in QUESTIONS[:4]]
+
+    async def run(bias: tuple[tuple[int, float], ...]) -> list[list[tuple[int, float]]]:
+        async def one(p: list[int]) -> list[tuple[int, float]]:
+            params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True,
+                                    logit_bias=bias)
+            stream = engine.submit(GenerationRequest(f"v{next(_ids)}", p, params))
+            return [(o.token.id, o.token.logprob) async for o in stream if o.token]
+        return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+    fast, chain = await run(()), await run(((0, 0.0),))
+    for fast_tokens, chain_tokens in zip(fast, chain, strict=True):
+        assert [t for t, _ in fast_tokens] == [t for t, _ in chain_tokens]
+        assert np.allclose([lp for _, lp in fast_tokens], [lp for _, lp in chain_tokens],
+                           atol=1e-4)
+
+
 async def test_n_shares_the_prefill_and_seeds_differ(engine: LlamaEngine) -> None:
     prompt = chat_tokens(engine, [{"role": "user", "content": "Name an animal."}])
     params = SamplingParams(temperature=1.0, seed=11, max_tokens=12)
