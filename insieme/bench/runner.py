@@ -53,11 +53,7 @@ async def bench(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> dict[str, Any]:
     """``run_bench`` for callers already inside an event loop."""
-    # One connection per client, kept alive between its requests, as a real client would.
-    clients = max(settings.concurrency)
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    timeout = httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport) as client:
+    async with _client(settings, max(settings.concurrency), transport) as client:
         models = await list_models(client, settings.base_url, settings.headers())
         await _warm_up(client, settings, models)
         levels = []
@@ -78,12 +74,18 @@ async def run_level_records(
 ) -> tuple[list[RequestRecord], float]:
     """One closed-loop level on a fresh client (warmed up first): its requests' records and
     its wall time, for callers that pool several runs (``benchmarks/side_by_side.py``)."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    timeout = httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+    async with _client(settings, concurrency) as client:
         models = await list_models(client, settings.base_url, settings.headers())
         await _warm_up(client, settings, models)
         return await _collect(client, settings, concurrency, None)
+
+
+def _client(settings: BenchSettings, clients: int,
+            transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """One connection per client, kept alive between its requests, as a real client would."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    timeout = httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
+    return httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
 
 
 async def _warm_up(client: httpx.AsyncClient, settings: BenchSettings,

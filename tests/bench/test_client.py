@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from insieme.bench.client import BenchError, SSEDecoder, list_models, stream_chat
+from insieme.bench.metrics import summarize
 from insieme.bench.settings import BenchSettings
 
 URL = "http://server.test/v1/chat/completions"
@@ -67,6 +68,16 @@ async def test_usage_on_the_finishing_chunk_counts_too() -> None:
                                                             "completion_tokens": 2}), "[DONE]")
     record = await request(lambda req: httpx.Response(200, headers=SSE, content=body))
     assert record.output_tokens == 2
+
+
+async def test_cached_prompt_tokens_are_read_from_usage_details() -> None:
+    usage = {"prompt_tokens": 40, "completion_tokens": 2,
+             "prompt_tokens_details": {"cached_tokens": 36}}
+    body = sse(chunk("a"), chunk("b", finish="stop", usage=usage), "[DONE]")
+    record = await request(lambda req: httpx.Response(200, headers=SSE, content=body))
+    assert (record.prompt_tokens, record.cached_tokens) == (40, 36)
+    level = summarize([record, record], concurrency=1, duration_s=1.0)
+    assert (level.total_input_tokens, level.total_cached_tokens) == (80, 72)
 
 
 async def test_without_usage_tokens_are_counted_as_chunks() -> None:

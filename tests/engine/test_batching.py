@@ -63,6 +63,15 @@ async def greedy(engine: LlamaEngine, tokens: list[int], max_tokens: int,
     return ids, cached, finish
 
 
+async def without_cache(*runs: tuple[list[int], int]) -> list[list[int]]:
+    """Greedy ids of each (prompt, max_tokens) on a fresh engine with no prefix cache."""
+    fresh = await make_engine(enable_prefix_caching=False)
+    try:
+        return [(await greedy(fresh, p, n, ignore_eos=True))[0] for p, n in runs]
+    finally:
+        await fresh.stop()
+
+
 async def test_greedy_output_is_the_same_alone_and_in_a_batch_of_16(
     engine: LlamaEngine,
 ) -> None:
@@ -110,12 +119,7 @@ async def test_conversations_sharing_a_system_prompt_keep_their_own_cache(
     b_again, b_cached_again, _ = await greedy(engine, b, 16, ignore_eos=True)
     assert (a_cached, b_cached_again) == (len(a) - 1, len(b) - 1)
     assert (a_again, b_again) == (a_ids, b_ids)
-
-    fresh = await make_engine(enable_prefix_caching=False)
-    try:
-        assert (await greedy(fresh, b, 16, ignore_eos=True))[0] == b_ids
-    finally:
-        await fresh.stop()
+    assert await without_cache((b, 16)) == [b_ids]
 
 
 async def test_a_prefix_copied_from_a_running_sequence_keeps_the_text(
@@ -130,13 +134,7 @@ async def test_a_prefix_copied_from_a_running_sequence_keeps_the_text(
     b_ids, b_cached, _ = await greedy(engine, b, 24, ignore_eos=True)
     a_ids = (await running)[0]
     assert b_cached > 0  # copied from A while A was decoding
-
-    fresh = await make_engine(enable_prefix_caching=False)
-    try:
-        assert (await greedy(fresh, b, 24, ignore_eos=True))[0] == b_ids
-        assert (await greedy(fresh, a, 48, ignore_eos=True))[0] == a_ids
-    finally:
-        await fresh.stop()
+    assert await without_cache((b, 24), (a, 48)) == [b_ids, a_ids]
 
 
 async def test_decode_batches_are_sorted_and_new_sequences_fill_holes(
