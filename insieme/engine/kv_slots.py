@@ -2,11 +2,13 @@
 
 A slot keeps the KV cells of the last sequence that used it after that sequence finishes.
 A new sequence goes where it keeps the running ids contiguous (llama.cpp computes each run
-of consecutive ids separately when every sequence has its own KV stream). Its prompt's
-longest cached prefix, in any slot, free or running, is reused: in place when it is that
-slot and the prompt continues all of it, else copied, so other conversations' caches
-survive. Cached cells of free slots are dropped, least recently used first, when a unified
-cache runs short.
+of consecutive ids separately when every sequence has its own KV stream), except when every
+slot is in use or just was: then contiguity takes care of itself and it takes over the slot
+holding its prompt. Its prompt's longest cached prefix, in any slot, free or running, is
+reused: in place when it is that slot, else copied, so other conversations' caches survive.
+The slot given up is the one whose loss costs the fewest cached tokens (what no other slot
+also holds). Cached cells of free slots are dropped, least recently used first, when a
+unified cache runs short.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ from insieme.engine.sequence import Sequence
 # the whole stream's buffer, measured here at ~3.5 ms per 1024 cells (a prompt token costs
 # ~3.7 ms to prefill on 2 cores); in a unified pool it only relabels cells.
 COPY_CELLS_PER_TOKEN = 1024
+
+# How long after every slot was in use arrivals are placed as into a full house: a closed
+# loop at full concurrency frees its slots and refills them within a step or two.
+FULL_HOUSE_HOLD = 1.0  # seconds
+
+# A free slot's cache worth moving aside rather than overwriting (beyond the copy's cost).
+RESCUE_MIN_TOKENS = 8
 
 
 @dataclass(eq=False)
@@ -38,11 +47,18 @@ class Slot:
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix (list slices compare in C: bisect on them)."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    if a[:n] == b[:n]:
+        return n
+    low, high = 0, n  # a[:low] == b[:low], a[:high] != b[:high]
+    while high - low > 1:
+        mid = (low + high) // 2
+        if a[low:mid] == b[low:mid]:
+            low = mid
+        else:
+            high = mid
+    return low
 
 
 class SlotManager:
@@ -54,23 +70,26 @@ class SlotManager:
         self._prefix_caching = prefix_caching
         self.queries = 0
         self.hits = 0
+        self.rescues = 0  # cached prefixes moved aside instead of overwritten
+        self._full_at = float("-inf")  # when every slot was last in use
 
     @property
     def free(self) -> int:
         return sum(1 for s in self._slots if s.owner is None)
 
-    def acquire(self, seq: Sequence, *, reuse: bool = True) -> int:
+    def acquire(self, seq: Sequence, *, reuse: bool = True, arriving: int = 1) -> int:
         """Give ``seq`` a slot; returns how many of its tokens are already in the KV cache.
 
-        Where a sequence sits matters every step: with a KV stream per sequence, llama.cpp
-        splits a batch into one compute per run of consecutive sequence ids, so running
-        sequences must stay on adjacent ids. The slot is chosen for that first (see
-        ``_place``); the longest cached prefix of the prompt, in whatever slot it lives, is
-        then taken over when it is in that very slot, or copied from its slot otherwise,
-        which leaves the source's cached conversation intact for its own next turn.
+        ``arriving`` counts the sequences being admitted together with this one (itself
+        included). Where a sequence sits matters every step: with a KV stream per sequence,
+        llama.cpp splits a batch into one compute per run of consecutive sequence ids, so
+        running sequences must stay on adjacent ids (see ``_place``). The longest cached
+        prefix of the prompt, in whatever slot it lives, is taken over when it is in the slot
+        chosen, or copied from its slot otherwise.
         """
         free = [s for s in self._slots if s.owner is None]
         assert free, "acquire() needs a free slot"
+        now = time.monotonic()
         want = seq.tokens
         source, length = None, 0
         if reuse and self._prefix_caching:
@@ -78,10 +97,18 @@ class SlotManager:
             source, length = self._longest_prefix(want)
         # Keep at least one token to compute, so there are logits to sample from.
         length = max(0, min(length, len(want) - 1))
-        # Taking the source's own slot overwrites what it holds past the shared prefix:
-        # worth it only when the prompt continues all of it (the next turn).
-        keeps_all = source is not None and length >= len(source.tokens()) - 1
-        target = self._place(free, prefer=source if keeps_all else None)
+        # Once every slot is taken the running ids are contiguous whatever goes where: an
+        # arrival then takes over the free slot that holds its prompt. Otherwise taking the
+        # source's slot overwrites what it holds past the shared prefix, worth it only when
+        # the prompt continues all of it (the next turn of a conversation).
+        full_house = len(free) <= arriving or now - self._full_at < FULL_HOUSE_HOLD
+        prefer = None
+        if source is not None and source.owner is None and (
+                full_house or length >= len(source.tokens()) - 1):
+            prefer = source
+        target = self._place(free, prefer=prefer, full_house=full_house)
+        if target is not source:
+            self._rescue(target, free, source)
         runtime = self._runtime
         if source is target:  # the prefix is already in place
             runtime.seq_rm(target.seq_id, length, -1)
@@ -94,25 +121,66 @@ class SlotManager:
             self.hits += 1
         target.cached = []
         target.owner = seq
-        target.last_used = time.monotonic()
+        target.last_used = now
         seq.slot = target.seq_id
         seq.num_computed = length
+        if len(free) == 1:
+            self._full_at = now
         return length
 
-    def _place(self, free: list[Slot], *, prefer: Slot | None) -> Slot:
-        """The free slot to use: fewest runs of consecutive running ids once it is taken;
-        then ``prefer`` (it holds the prompt's prefix: no copy); then an empty slot; then
-        the least recently used cached one."""
+    def _place(self, free: list[Slot], *, prefer: Slot | None, full_house: bool) -> Slot:
+        """The free slot to use: ``prefer`` (it holds the prompt's prefix: no copy) when the
+        house is full, else the fewest runs of consecutive running ids once it is taken and
+        then ``prefer``; among the rest, the one whose cached tokens are least lost (held by
+        no other slot), then the least recently used."""
         owned = {s.seq_id for s in self._slots if s.owner is not None}
+        unified = self._runtime.shape.kv_unified
 
-        def runs_with(seq_id: int) -> int:
-            if self._runtime.shape.kv_unified:
+        def runs_with(slot: Slot) -> int:
+            if unified:
                 return 0  # one stream: llama.cpp batches any ids together
-            ids = owned | {seq_id}
+            ids = owned | {slot.seq_id}
             return sum(1 for i in ids if i - 1 not in ids)
 
-        return min(free, key=lambda s: (runs_with(s.seq_id), s is not prefer,
-                                        len(s.cached) > 0, s.last_used))
+        def rank(slot: Slot) -> tuple[int, int]:
+            runs, preferred = runs_with(slot), int(slot is not prefer)
+            return (preferred, runs) if full_house else (runs, preferred)
+
+        best = min(rank(s) for s in free)
+        tied = [s for s in free if rank(s) == best]
+        if len(tied) == 1:
+            return tied[0]
+        return min(tied, key=lambda s: (self._lost_if_taken(s), s.last_used))
+
+    def _rescue(self, target: Slot, free: list[Slot], source: Slot | None) -> None:
+        """Before ``target`` is overwritten, move what only it holds to a free slot whose
+        loss costs nothing (empty, or held elsewhere too), when contiguity forced the choice:
+        a stream copy costs less than recomputing a prompt (see ``COPY_CELLS_PER_TOKEN``)."""
+        if self._runtime.shape.kv_unified:
+            return  # placement there is free to pick the cheapest slot already
+        if self._lost_if_taken(target) < 2 * self._copy_min + RESCUE_MIN_TOKENS:
+            return
+        spare = [s for s in free if s is not target and s is not source
+                 and self._lost_if_taken(s) == 0]
+        if not spare:
+            return
+        owned = {s.seq_id for s in self._slots if s.owner is not None} | {target.seq_id}
+        # Away from the running ids, where the next arrival would not need it.
+        dest = min(spare, key=lambda s: ((s.seq_id - 1 in owned) or (s.seq_id + 1 in owned),
+                                         s.last_used))
+        self._runtime.seq_copy_prefix(target.seq_id, dest.seq_id, len(target.cached))
+        dest.cached, dest.last_used = target.cached, target.last_used
+        target.cached = []
+        self.rescues += 1
+
+    def _lost_if_taken(self, slot: Slot) -> int:
+        """Cached tokens of a free slot that no other slot also holds."""
+        held = slot.cached
+        if not held:
+            return 0
+        kept = max((common_prefix(held, other.tokens()) for other in self._slots
+                    if other is not slot), default=0)
+        return len(held) - kept
 
     @property
     def _copy_min(self) -> int:
@@ -147,6 +215,8 @@ class SlotManager:
         if seq.slot is None:
             return
         slot = self._slots[seq.slot]
+        if all(s.owner is not None for s in self._slots):
+            self._full_at = time.monotonic()
         if keep and self._prefix_caching and seq.num_computed > 0:
             slot.cached = seq.tokens[: seq.num_computed]
         else:

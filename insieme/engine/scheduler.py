@@ -2,7 +2,9 @@
 
 Each step every decoding sequence adds its one new token; the rest of the token budget goes
 to prompt chunks (chunked prefill) of sequences still prefilling, oldest first, then to newly
-admitted requests while KV slots are free. A request that finds the queue full is refused
+admitted requests. Every waiting request that fits the free KV slots is admitted at once, even
+past the budget (its prefill then waits for a later step), so that placement sees a whole
+burst of arrivals together. A request that finds the queue full is refused
 before it gets here (see ``LlamaEngine.submit``).
 """
 
@@ -80,7 +82,11 @@ class Scheduler:
             count = min(seq.num_pending, budget)
             work.append(Work(seq, seq.num_computed, count))
             budget -= count
-        while self.waiting and budget > 0:
+        # Everyone who fits is admitted now, even past the token budget (their prefill then
+        # starts in a later step): taking their slots together lets the placement see the
+        # whole burst, so one arrival does not overwrite the cached prompt of another.
+        arriving = self._fits()
+        while self.waiting:
             leader = self.waiting[0]
             needed = 1 + len(leader.followers)
             if self.slots.free < needed or self.num_running + needed > self.max_num_seqs:
@@ -88,11 +94,24 @@ class Scheduler:
             if not self._pool_has_room(leader, needed):
                 break
             self.waiting.popleft()
-            self._admit(leader)
-            count = min(leader.num_pending, budget)
-            work.append(Work(leader, leader.num_computed, count))
-            budget -= count
+            self._admit(leader, arriving)
+            arriving -= needed
+            if budget > 0:
+                count = min(leader.num_pending, budget)
+                work.append(Work(leader, leader.num_computed, count))
+                budget -= count
         return work
+
+    def _fits(self) -> int:
+        """How many waiting sequences (followers included) the free slots can take now."""
+        room = min(self.slots.free, self.max_num_seqs - self.num_running)
+        total = 0
+        for leader in self.waiting:
+            needed = 1 + len(leader.followers)
+            if total + needed > room:
+                break
+            total += needed
+        return total
 
     def _pool_has_room(self, leader: Sequence, needed: int) -> bool:
         """Admit into a shared pool only what fits beside the running sequences with some
@@ -104,10 +123,10 @@ class Scheduler:
         growth = GROWTH_RESERVE * (self.num_running + needed)
         return held + needed * len(leader.tokens) + growth <= self.kv_pool
 
-    def _admit(self, leader: Sequence) -> None:
+    def _admit(self, leader: Sequence, arriving: int = 1) -> None:
         if leader.admitted_at is None:  # a preempted sequence keeps its first admission
             leader.admitted_at = time.monotonic()
-        leader.cached_tokens = self.slots.acquire(leader)
+        leader.cached_tokens = self.slots.acquire(leader, arriving=max(arriving, 1))
         leader.status = SeqStatus.RUNNING
         for follower in leader.followers:
             self.slots.acquire(follower, reuse=False)

@@ -137,6 +137,20 @@ async def test_a_prefix_copied_from_a_running_sequence_keeps_the_text(
     assert await without_cache((b, 24), (a, 48)) == [b_ids, a_ids]
 
 
+async def test_a_burst_asking_again_finds_every_prompt_in_the_cache(
+    engine: LlamaEngine,
+) -> None:
+    # 16 clients that finish together and send their next prompts together (a closed loop
+    # at concurrency 16): placing one arrival must not overwrite the slot that holds the
+    # prompt of another arrival of the same burst.
+    prompts = [chat_tokens(engine, [{"role": "user", "content": q}]) for q in QUESTIONS]
+    first = await asyncio.gather(*(greedy(engine, p, 8, ignore_eos=True) for p in prompts))
+    order = prompts[5:] + prompts[:5]
+    again = await asyncio.gather(*(greedy(engine, p, 8, ignore_eos=True) for p in order))
+    assert [cached for _, cached, _ in again] == [len(p) - 1 for p in order]
+    assert [ids for ids, _, _ in again] == [ids for ids, _, _ in first[5:] + first[:5]]
+
+
 async def test_decode_batches_are_sorted_and_new_sequences_fill_holes(
     engine: LlamaEngine,
 ) -> None:
