@@ -2,10 +2,11 @@
 
 A slot keeps the KV cells of the last sequence that used it after that sequence finishes.
 A new sequence goes where it keeps the running ids contiguous (llama.cpp computes each run
-of consecutive ids separately when every sequence has its own KV stream), except when every
-slot is in use or just was: then contiguity takes care of itself and it takes over the slot
-holding its prompt. Its prompt's longest cached prefix, in any slot, free or running, is
-reused: in place when it is that slot, else copied, so other conversations' caches survive.
+of consecutive ids separately when every sequence has its own KV stream), except when the
+arrivals fill every slot, or did within the last slots' worth of admissions: then contiguity
+takes care of itself and an arrival takes over the slot holding its prompt. Its prompt's
+longest cached prefix, in any slot, free or running, is reused: in place when it is that
+slot, else copied, so other conversations' caches survive.
 The slot given up is the one whose loss costs the fewest cached tokens (what no other slot
 also holds). Cached cells of free slots are dropped, least recently used first, when a
 unified cache runs short.
@@ -14,6 +15,7 @@ unified cache runs short.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from insieme.engine.llama_runtime import LlamaRuntime
@@ -24,9 +26,11 @@ from insieme.engine.sequence import Sequence
 # ~3.7 ms to prefill on 2 cores); in a unified pool it only relabels cells.
 COPY_CELLS_PER_TOKEN = 1024
 
-# How long after every slot was in use arrivals are placed as into a full house: a closed
-# loop at full concurrency frees its slots and refills them within a step or two.
-FULL_HOUSE_HOLD = 1.0  # seconds
+# For how many admissions (in slots' worth) after every slot was in use arrivals are placed
+# as into a full house: a closed loop at full concurrency frees its slots and refills them
+# within a step or two, and again after any pause. Counted in admissions, not seconds, so
+# that an idle spell between two rounds of such load does not forget it.
+FULL_HOUSE_MEMORY = 1.0
 
 # A free slot's cache worth moving aside rather than overwriting (beyond the copy's cost).
 RESCUE_MIN_TOKENS = 8
@@ -71,7 +75,8 @@ class SlotManager:
         self.queries = 0
         self.hits = 0
         self.rescues = 0  # cached prefixes moved aside instead of overwritten
-        self._full_at = float("-inf")  # when every slot was last in use
+        # Whether every slot was in use, at each of the last admissions.
+        self._was_full: deque[bool] = deque(maxlen=max(1, round(n_slots * FULL_HOUSE_MEMORY)))
 
     @property
     def free(self) -> int:
@@ -101,7 +106,7 @@ class SlotManager:
         # arrival then takes over the free slot that holds its prompt. Otherwise taking the
         # source's slot overwrites what it holds past the shared prefix, worth it only when
         # the prompt continues all of it (the next turn of a conversation).
-        full_house = len(free) <= arriving or now - self._full_at < FULL_HOUSE_HOLD
+        full_house = len(free) <= arriving or (FULL_HOUSE_MEMORY > 0 and any(self._was_full))
         prefer = None
         if source is not None and source.owner is None and (
                 full_house or length >= len(source.tokens()) - 1):
@@ -124,8 +129,7 @@ class SlotManager:
         target.last_used = now
         seq.slot = target.seq_id
         seq.num_computed = length
-        if len(free) == 1:
-            self._full_at = now
+        self._was_full.append(len(free) == 1)
         return length
 
     def _place(self, free: list[Slot], *, prefer: Slot | None, full_house: bool) -> Slot:
@@ -215,8 +219,6 @@ class SlotManager:
         if seq.slot is None:
             return
         slot = self._slots[seq.slot]
-        if all(s.owner is not None for s in self._slots):
-            self._full_at = time.monotonic()
         if keep and self._prefix_caching and seq.num_computed > 0:
             slot.cached = seq.tokens[: seq.num_computed]
         else:

@@ -110,9 +110,9 @@ def test_a_burst_arriving_one_by_one_finds_every_prompt(
     kv: FakeKV, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The next burst of a closed loop at full concurrency (12 prompts in turn, 16 slots),
-    # arriving one by one after the house was full long enough ago that contiguity rules
-    # placement: arrivals take the slots whose caches are held twice.
-    monkeypatch.setattr(kv_slots, "FULL_HOUSE_HOLD", 0.0)
+    # arriving one by one, placed for contiguity (as if the house had not been full of late):
+    # arrivals take the slots whose caches are held twice.
+    monkeypatch.setattr(kv_slots, "FULL_HOUSE_MEMORY", 0.0)
     slots = SlotManager(kv, N_SLOTS, prefix_caching=True)  # type: ignore[arg-type]
     fill_like_a_closed_loop(slots, kv, [i % 12 for i in range(16, 32)])
     owned = []
