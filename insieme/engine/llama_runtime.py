@@ -264,6 +264,8 @@ class LlamaRuntime:
         self.n_ctx_seq = self.n_ctx if shape.kv_unified else self.n_ctx // shape.n_seq_max
         self.memory = llama.llama_get_memory(self.ctx)
         self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+        self._control: dict[int, bool] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
         self.bos_id = int(llama.llama_vocab_bos(self.vocab))
         self.add_bos = bool(llama.llama_vocab_get_add_bos(self.vocab))
@@ -299,10 +301,18 @@ class LlamaRuntime:
         return self._piece_buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
 
     def is_eog(self, token: int) -> bool:
-        return bool(llama.llama_vocab_is_eog(self.vocab, token))
+        # Cached, as the pieces are: every ctypes call lets go of the GIL, and the event
+        # loop thread, busy with the last step's tokens, may then hold on to it for a while.
+        found = self._eog.get(token)
+        if found is None:
+            found = self._eog[token] = bool(llama.llama_vocab_is_eog(self.vocab, token))
+        return found
 
     def is_control(self, token: int) -> bool:
-        return bool(llama.llama_vocab_is_control(self.vocab, token))
+        found = self._control.get(token)
+        if found is None:
+            found = self._control[token] = bool(llama.llama_vocab_is_control(self.vocab, token))
+        return found
 
     def meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(1 << 16)
