@@ -265,6 +265,7 @@ class LlamaRuntime:
         self.memory = llama.llama_get_memory(self.ctx)
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
+        self._work = np.empty((shape.n_seq_max, self.n_vocab), dtype=np.float32)
         self._control: dict[int, bool] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
         self.bos_id = int(llama.llama_vocab_bos(self.vocab))
@@ -339,18 +340,32 @@ class LlamaRuntime:
         ptr = llama.llama_get_logits(self.ctx)
         n_rows = max(outputs) + 1
         logits = np.ctypeslib.as_array(ptr, shape=(n_rows, self.n_vocab))
+        work = self._scratch(len(outputs))
         if len(outputs) != n_rows:
-            logits = logits[outputs]
+            np.take(logits, outputs, axis=0, out=work)
+            logits = work
         tokens = logits.argmax(axis=1)
         peaks = logits[np.arange(len(outputs)), tokens]
-        norms = np.log(np.exp(logits - peaks[:, None]).sum(axis=1))
-        return tokens, -norms
+        np.subtract(logits, peaks[:, None], out=work)
+        np.exp(work, out=work)
+        return tokens, -np.log(work.sum(axis=1))
 
     def logprob(self, row: int, token: int) -> float:
         """log softmax of the raw logits at ``token`` (before any sampler transformation)."""
         logits = self.logits(row)
         peak = float(logits.max())
-        return float(logits[token]) - peak - float(np.log(np.exp(logits - peak).sum()))
+        work = self._scratch(1)[0]
+        np.subtract(logits, peak, out=work)
+        np.exp(work, out=work)
+        return float(logits[token]) - peak - float(np.log(work.sum()))
+
+    def _scratch(self, rows: int) -> np.ndarray:
+        """A reused float32 buffer of ``rows`` vocab rows. Temporaries this size come from
+        fresh mmap'd pages on every call, and faulting them in cost more than the maths:
+        5.1 instead of 1.5 ms a step for 16 greedy rows here."""
+        if self._work.shape[0] < rows:
+            self._work = np.empty((rows, self.n_vocab), dtype=np.float32)
+        return self._work[:rows]
 
     # -- KV cache -----------------------------------------------------------------------
 
