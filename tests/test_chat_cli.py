@@ -4,6 +4,7 @@ engine (one word every 50 ms, so a reply visibly streams and can be stopped)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import time
@@ -62,6 +63,9 @@ def chat(server: ChatServer) -> Iterator[pexpect.spawn]:
     child = pexpect.spawn(
         sys.executable, ["-m", "insieme", "chat", "--base-url", server.base_url],
         env=env, encoding="utf-8", timeout=5, dimensions=(40, 200),
+        # A terminal's Ctrl-C, even when the tests run in a background job (which starts with
+        # SIGINT ignored, and a child would inherit that).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         child.expect_exact(f"insieme chat · {BUNDLED_MODEL_NAME}")
