@@ -17,7 +17,8 @@ import time
 
 from insieme.config import EngineConfig, bundled_model_path
 from insieme.engine.llama_engine import LlamaEngine
-from insieme.engine.llama_runtime import Batch, ContextShape, LlamaRuntime, Sampler
+from insieme.engine.llama_runtime import Batch, ContextShape, LlamaRuntime
+from insieme.engine.sampler import Sampler
 from insieme.engine.types import GenerationRequest, SamplingParams
 
 PROMPT = "<|im_start|>user\nWrite a long story about a lighthouse keeper.<|im_end|>\n" \

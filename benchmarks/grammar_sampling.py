@@ -15,7 +15,8 @@ import llama_cpp as llama
 
 from insieme.config import bundled_model_path
 from insieme.engine.grammar import json_schema_grammar
-from insieme.engine.llama_runtime import Batch, ContextShape, LlamaRuntime, Sampler
+from insieme.engine.llama_runtime import Batch, ContextShape, LlamaRuntime
+from insieme.engine.sampler import Sampler
 from insieme.engine.types import SamplingParams
 
 PROMPT = "<|im_start|>user\nDescribe three people as JSON.<|im_end|>\n<|im_start|>assistant\n"

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from insieme.engine.kv_slots import SlotManager
-from insieme.engine.llama_runtime import Batch, LlamaRuntime, Sampler
+from insieme.engine.llama_runtime import Batch, LlamaRuntime
 from insieme.engine.logprobs import LogprobReader
+from insieme.engine.sampler import Sampler
 from insieme.engine.scheduler import Scheduler, Work
 from insieme.engine.sequence import SeqStatus, Sequence, sequences_for
 from insieme.engine.types import (
