@@ -19,6 +19,7 @@ from insieme.api.wire import (
     collect,
     error_event,
     events_or_error,
+    failure,
     finish_text,
     new_id,
     now,
@@ -28,7 +29,6 @@ from insieme.api.wire import (
 )
 from insieme.engine.base import OutputStream
 from insieme.engine.types import FinishReason, GenerationRequest, TokenInfo
-from insieme.errors import InternalError
 
 
 async def create_chat_completion(request: Request) -> Response:
@@ -147,7 +147,7 @@ async def _chat_events(stream: OutputStream, reply: _Reply,
     completion_tokens = 0
     async for output in events_or_error(stream):
         if output.finish_reason is FinishReason.ERROR:
-            yield error_event(InternalError(output.error or "the engine failed"))
+            yield error_event(failure(output))
             return
         index = output.index
         texts[index].append(output.text)

@@ -19,6 +19,7 @@ from insieme.api.wire import (
     collect,
     error_event,
     events_or_error,
+    failure,
     finish_text,
     new_id,
     now,
@@ -28,7 +29,7 @@ from insieme.api.wire import (
 )
 from insieme.engine.base import OutputStream
 from insieme.engine.types import FinishReason, GenerationRequest, PromptToken, TokenInfo
-from insieme.errors import InternalError, InvalidRequestError
+from insieme.errors import InvalidRequestError
 
 
 def _single_prompt(ctx: AppContext, body: CompletionRequest) -> list[int]:
@@ -143,7 +144,7 @@ async def _completion_events(stream: OutputStream, reply: _Reply,
     completion_tokens = 0
     async for output in events_or_error(stream):
         if output.finish_reason is FinishReason.ERROR:
-            yield error_event(InternalError(output.error or "the engine failed"))
+            yield error_event(failure(output))
             return
         index = output.index
         finish = finish_text(output.finish_reason)

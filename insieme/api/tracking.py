@@ -19,6 +19,7 @@ from typing import Any
 
 from insieme.api.keys import ApiKey, RateLimiter
 from insieme.api.metrics import Metrics
+from insieme.api.wire import EndedByServer
 from insieme.config import LimitsConfig
 from insieme.engine.base import Engine, OutputStream
 from insieme.engine.types import (
@@ -245,8 +246,8 @@ class TrackedStream:
         record.error_status, record.error_message = error.status_code, error.message
         if not record.response_started:
             raise error  # a JSON response: the error's own status and body
-        return StepOutput(index=0, token=None, text="", finish_reason=FinishReason.ERROR,
-                          error=error.message)
+        return EndedByServer(index=0, token=None, text="", finish_reason=FinishReason.ERROR,
+                             error=error.message, reason=error)
 
     def _observe(self, output: StepOutput) -> None:
         record = self._record

@@ -7,6 +7,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -20,6 +21,21 @@ Body = TypeVar("Body", bound=BaseModel)
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass(frozen=True, slots=True)
+class EndedByServer(StepOutput):
+    """The last output of a request the server ended itself (its time limit, a shutdown past
+    its grace), with the error to send in the contract's shape."""
+
+    reason: APIError | None = None
+
+
+def failure(output: StepOutput) -> APIError:
+    """The error for an output that ended its request with ``FinishReason.ERROR``."""
+    if isinstance(output, EndedByServer) and output.reason is not None:
+        return output.reason
+    return InternalError(output.error or "the engine failed on this request")
 
 
 def new_id(prefix: str) -> str:
@@ -138,7 +154,7 @@ async def collect(stream: OutputStream, request: Request, n: int) -> Collected:
 
 def _raise_if_failed(output: StepOutput) -> None:
     if output.finish_reason is FinishReason.ERROR:
-        raise InternalError(output.error or "the engine failed on this request")
+        raise failure(output)
 
 
 async def events_or_error(stream: OutputStream) -> AsyncIterator[StepOutput]:

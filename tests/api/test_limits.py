@@ -76,6 +76,8 @@ def test_timeout_in_a_stream_is_an_error_event(limited: str) -> None:
     last = json.loads(events[-1])
     assert set(last["error"]) == {"message", "type", "param", "code"}
     assert "limit of 0.5 s" in last["error"]["message"]
+    # The same error as without a stream, not a server fault.
+    assert (last["error"]["type"], last["error"]["code"]) == ("timeout_error", "request_timeout")
 
 
 def test_limits_check_themselves() -> None:
