@@ -150,8 +150,9 @@ class SlotManager:
             runs, preferred = runs_with(slot), int(slot is not prefer)
             return (preferred, runs) if full_house else (runs, preferred)
 
-        best = min(rank(s) for s in free)
-        tied = [s for s in free if rank(s) == best]
+        ranks = {s.seq_id: rank(s) for s in free}
+        best = min(ranks.values())
+        tied = [s for s in free if ranks[s.seq_id] == best]
         if len(tied) == 1:
             return tied[0]
         return min(tied, key=lambda s: (self._lost_if_taken(s), s.last_used))

@@ -122,8 +122,8 @@ class LlamaRuntime:
         self.memory = llama.llama_get_memory(self.ctx)
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
-        self._work = np.empty((shape.n_seq_max, self.n_vocab), dtype=np.float32)
         self._control: dict[int, bool] = {}
+        self._work = np.empty((shape.n_seq_max, self.n_vocab), dtype=np.float32)
         self._piece_buf = ctypes.create_string_buffer(256)
         self.bos_id = int(llama.llama_vocab_bos(self.vocab))
         self.add_bos = bool(llama.llama_vocab_get_add_bos(self.vocab))

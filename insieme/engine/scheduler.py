@@ -85,7 +85,7 @@ class Scheduler:
         # Everyone who fits is admitted now, even past the token budget (their prefill then
         # starts in a later step): taking their slots together lets the placement see the
         # whole burst, so one arrival does not overwrite the cached prompt of another.
-        arriving = self._fits()
+        arriving = self._fits() if self.waiting else 0
         while self.waiting:
             leader = self.waiting[0]
             needed = 1 + len(leader.followers)
