@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import secrets
+import sys
 from datetime import datetime
 
 from insieme.api.keys import hash_key
@@ -25,8 +27,11 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
     keys = sub.add_parser("keys", help="make API keys for --api-keys-file")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    new = keys_sub.add_parser("new", help="print a new secret key and its keys-file entry")
+    new = keys_sub.add_parser(
+        "new", help="make a key: its keys-file entry on stdout, the secret on stderr")
     new.add_argument("name", help="the key's name (shown in logs, metrics and usage)")
+    new.add_argument("--secret-file", default=None, metavar="PATH",
+                     help="write the secret to PATH instead of stderr (a new file, mode 0600)")
     new.add_argument("--requests-per-minute", type=int, default=None, metavar="N")
     new.add_argument("--tokens-per-minute", type=int, default=None, metavar="N")
     new.set_defaults(handler=_new_key)
@@ -61,13 +66,35 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _new_key(args: argparse.Namespace) -> int:
+    # stdout is meant for ``>> keys.toml``: it carries only the hash. The secret goes to the
+    # terminal (stderr) or a private file, so the keys file never holds it.
     secret = "sk-" + secrets.token_urlsafe(32)
-    print(f"# The secret, shown once; give it to the client: {secret}")
+    if args.secret_file:
+        _write_secret(args.secret_file, secret)
+        print(f"insieme: wrote the secret for key {args.name} to {args.secret_file}",
+              file=sys.stderr)
+    else:
+        print(f"insieme: the secret for key {args.name}, shown once (give it to the client; "
+              f"the keys file keeps only its hash):\n{secret}", file=sys.stderr)
     name = args.name if re.fullmatch(r"[A-Za-z0-9_-]+", args.name) else json.dumps(args.name)
-    print(f"[keys.{name}]")
+    # The blank line keeps the entry apart from (and off the last line of) what is already there.
+    print(f"\n[keys.{name}]")
     print(f'sha256 = "{hash_key(secret)}"')
     if args.requests_per_minute:
         print(f"requests_per_minute = {args.requests_per_minute}")
     if args.tokens_per_minute:
         print(f"tokens_per_minute = {args.tokens_per_minute}")
     return 0
+
+
+def _write_secret(path: str, secret: str) -> None:
+    """Create ``path`` readable by its owner only; an existing file may hold a key already
+    handed out, so it is never overwritten."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"--secret-file {path} already exists; not overwriting it") from None
+    except OSError as exc:
+        raise ConfigError(f"--secret-file {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
