@@ -2,14 +2,17 @@
 
 SQLite in WAL mode with one transaction per request: a crash or a kill loses no row that was
 committed (``synchronous=NORMAL`` trades only durability across a power cut). The server
-writes; ``insieme usage`` reads the totals.
+writes from a thread of the ledger's own, so a slow disk never holds up the event loop;
+``insieme usage`` reads the totals.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import sqlite3
+import threading
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -95,25 +98,44 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class UsageLedger:
-    """Append-only writer; each ``record`` is its own committed transaction."""
+    """Append-only writer; each entry is its own committed transaction, written in order by
+    the ledger's thread. ``record`` only queues the entry."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = _connect(self.path)
+        self._queue: queue.Queue[UsageEntry | None] = queue.Queue()
+        self._writer = threading.Thread(target=self._write, name="insieme-ledger", daemon=True)
+        self._writer.start()
 
     def record(self, entry: UsageEntry) -> None:
         if self._db is None:
             log.warning("usage ledger closed; lost the record of %s", entry.request_id)
             return
-        try:
-            self._db.execute(_INSERT, astuple(entry))  # autocommit: one transaction
-        except sqlite3.Error:
-            log.exception("could not record the usage of %s", entry.request_id)
+        self._queue.put(entry)
+
+    def flush(self) -> None:
+        """Wait until every entry recorded so far is committed."""
+        self._queue.join()
+
+    def _write(self) -> None:
+        db = self._db
+        assert db is not None
+        while (entry := self._queue.get()) is not None:
+            try:
+                db.execute(_INSERT, astuple(entry))  # autocommit: one transaction
+            except sqlite3.Error:
+                log.exception("could not record the usage of %s", entry.request_id)
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
 
     def close(self) -> None:
-        """Fold the WAL into the database file and close it."""
+        """Commit what is queued, fold the WAL into the database file and close it."""
         if self._db is None:
             return
+        self._queue.put(None)
+        self._writer.join()
         db, self._db = self._db, None
         try:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

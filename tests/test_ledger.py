@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from insieme.api.keys import KeyRing, hash_key
+from insieme.api.keys import hash_key
 from insieme.cli import main
 from insieme.config import ServerConfig
 from insieme.engine.fake import FakeEngine
@@ -55,6 +56,7 @@ from insieme.ledger import UsageLedger
 ledger = UsageLedger(sys.argv[1])
 for i in range(50):
     ledger.record(entry(f"r{i}", "alice", 1, 1))
+ledger.flush()
 print("committed", flush=True)
 os.kill(os.getpid(), 9)  # no close, no checkpoint
 """
@@ -86,7 +88,11 @@ def test_server_records_each_request(tmp_path: Path, capsys: pytest.CaptureFixtu
             sent[name] += 1
         # Refused requests ran nothing and are not in the ledger.
         assert httpx.post(f"{srv.root}/v1/completions", json={"model": MODEL}).status_code == 401
-        # Committed as each finishes, before the server stops.
+        # Committed as each finishes (by the ledger's thread), before the server stops.
+        deadline = time.monotonic() + 10
+        while ({t.key_name: t.requests for t in usage_totals(path)} != sent
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         assert {t.key_name: t.requests for t in usage_totals(path)} == sent
     totals = {t.key_name: t for t in usage_totals(path)}
     assert totals["alice"].prompt_tokens == 2 * len("count me")
@@ -104,12 +110,18 @@ def test_server_records_each_request(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["usage", "--usage-db", str(path), "--since", "yesterday-ish"]) == 2
 
 
-def test_keys_new_prints_a_working_entry(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["keys", "new", "ci-bot", "--requests-per-minute", "5"]) == 0
-    out = capsys.readouterr().out
-    secret = out.splitlines()[0].rsplit(" ", 1)[-1]
-    keys = tmp_path / "keys.toml"
-    keys.write_text(out)
-    key = KeyRing.from_config(None, str(keys)).authenticate(f"Bearer {secret}")
-    assert key is not None and key.name == "ci-bot" and key.requests_per_minute == 5
+def test_recording_never_waits_for_the_disk(tmp_path: Path) -> None:
+    """The gate records a request on the event loop: the insert must not wait there for a
+    busy database (before, record() held the loop for up to SQLite's 5 s busy timeout)."""
+    path = tmp_path / "usage.sqlite3"
+    ledger = UsageLedger(path)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holding the database
+    started = time.monotonic()
+    ledger.record(entry("slow", "alice", 1, 1))
+    assert time.monotonic() - started < 0.5
+    blocker.execute("COMMIT")
+    blocker.close()
+    ledger.flush()
+    ledger.close()
+    assert [t.requests for t in usage_totals(path)] == [1]
