@@ -64,3 +64,57 @@ def test_streamed_equals_whole_text_cut_at_stop(text: str, cuts: list[int], stop
         out.append(matcher.flush())
     expected = text.split(stop, 1)[0] if stop in text else text
     assert "".join(out) == expected
+
+
+class _QuadraticStops:
+    """The matcher as it was before the automaton (issue 13): the same answers, at a cost of
+    O(stop length²) per token. Kept here as the reference the automaton must agree with."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.held = ""
+        self.max_len = max((len(s) for s in self.stops), default=0)
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        if not self.stops:
+            return text, False
+        buffer = self.held + text
+        found = [at for s in self.stops if (at := buffer.find(s)) != -1]
+        if found:
+            self.held = ""
+            return buffer[:min(found)], True
+        keep = 0
+        for size in range(min(len(buffer), self.max_len - 1), 0, -1):
+            if any(s.startswith(buffer[-size:]) for s in self.stops):
+                keep = size
+                break
+        self.held = buffer[len(buffer) - keep:] if keep else ""
+        return buffer[: len(buffer) - keep], False
+
+
+@given(st.lists(st.text(alphabet="abc", min_size=1, max_size=6), min_size=1, max_size=4),
+       st.lists(st.text(alphabet="abcd", max_size=5), max_size=30))
+def test_automaton_agrees_with_the_reference(stops: list[str], pieces: list[str]) -> None:
+    ours, reference = StopMatcher(stops), _QuadraticStops(stops)
+    for piece in pieces:
+        got, expected = ours.feed(piece), reference.feed(piece)
+        assert got == expected
+        if got[1]:
+            return
+    assert ours.flush() == reference.held
+
+
+def test_long_stops_hold_back_only_what_could_begin_one() -> None:
+    """16 stops of 256 characters that keep almost matching: only what could still begin a
+    stop is held, and the output is cut exactly where the one that completes begins."""
+    stops = ["ab" * 127 + "X" + str(i) for i in range(16)]
+    matcher = StopMatcher(stops)
+    out = [matcher.feed("zz")[0]]
+    for _ in range(2000):
+        text, stopped = matcher.feed("ab")
+        assert not stopped
+        out.append(text)
+    assert len("".join(out)) == 2 + 4000 - 254  # 254 characters could still begin a stop
+    text, stopped = matcher.feed("X3 and on")
+    assert stopped
+    assert "".join(out) + text == "zz" + "ab" * (2000 - 127)
