@@ -1,4 +1,5 @@
-"""A live insieme server on the fake engine, and a headless Chromium driven by Playwright."""
+"""A live insieme server on the fake engine (and one on the bundled model), and a headless
+Chromium driven by Playwright."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from playwright.sync_api import Browser, sync_playwright
 
 from insieme.config import ServerConfig
 from insieme.engine.fake import FakeEngine
-from tests.conftest import InProcessServer
+from tests.conftest import InProcessServer, Server, start_real_server, stop_server
 
 CHROMIUM = os.environ.get("INSIEME_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -57,6 +58,14 @@ def live_server() -> Iterator[LiveServer]:
     engine = FakeEngine(scripted_reply, token_delay=0.05)
     with InProcessServer(engine, ServerConfig(api_key=API_KEY)) as server:
         yield LiveServer(server.root, engine, API_KEY)
+
+
+@pytest.fixture(scope="module")
+def real_model_server() -> Iterator[Server]:
+    """`insieme serve` on the bundled model: the page as a user sees it (and the README)."""
+    server = start_real_server("--threads", "1")
+    yield server
+    stop_server(server)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ server on the fake engine (which streams one word every 50 ms)."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +15,6 @@ from playwright.sync_api import Browser, Error, Page, Route, expect
 
 from insieme.config import BUNDLED_MODEL_NAME
 from tests.playground.conftest import API_KEY, REPLIES, LiveServer
-
-# The README's picture, taken mid-stream: rewritten only when asked (INSIEME_SCREENSHOT=1), so
-# that a test run leaves the tree as it found it.
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "playground.png"
 
 # Records the length of the newest reply on every DOM change, to show it arrived in pieces.
 RECORD_UPDATES = """() => {
@@ -120,8 +115,9 @@ def test_reply_streams_in_over_several_updates(
     page.wait_for_function(
         "() => document.querySelectorAll('.msg.assistant .content')[1]?.textContent.length > 110"
     )
-    shot = SCREENSHOT if os.environ.get("INSIEME_SCREENSHOT") else tmp_path / "playground.png"
-    page.screenshot(path=str(shot), animations="disabled")
+    # Mid-stream, on the scripted engine; the README's picture is the real model's
+    # (test_real_model.py).
+    page.screenshot(path=str(tmp_path / "playground.png"), animations="disabled")
     expect(second).to_have_class("msg assistant streaming")  # the screenshot is mid-stream
 
     meta = second.locator(".meta")
