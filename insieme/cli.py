@@ -14,6 +14,7 @@ from insieme.chat import add_chat_command
 from insieme.config import (
     BUNDLED_MODEL_NAME,
     FAULT_INJECTION_ENV,
+    MAX_DEFAULT_MODEL_LEN,
     EngineConfig,
     LimitsConfig,
     ServerConfig,
@@ -44,7 +45,8 @@ def _add_serve(
     p.add_argument("--api-key", default=os.environ.get("INSIEME_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (also INSIEME_API_KEY)")
     p.add_argument("--max-model-len", type=int, default=None,
-                   help="context length per request (default: the model's, at most 8192)")
+                   help=f"context length per request (default: the model's, at most "
+                   f"{MAX_DEFAULT_MODEL_LEN})")
     p.add_argument("--api-keys-file", default=None, metavar="TOML",
                    help="named API keys (SHA-256 hashes) with optional per-minute limits")
     p.add_argument("--default-max-tokens", type=int, default=None,
@@ -57,6 +59,10 @@ def _add_serve(
                    help="tokens per engine step (decodes plus prompt chunks)")
     p.add_argument("--max-queue", type=int, default=_ENGINE_DEFAULTS.max_queue,
                    help="requests that may wait for a slot; beyond it, 429")
+    p.add_argument("--long-prefill-token-threshold", type=int,
+                   default=_ENGINE_DEFAULTS.long_prefill_token_threshold, metavar="N",
+                   help="while others decode, feed a longer prompt N tokens a step, so one "
+                   "long prompt cannot stall every stream (default: %(default)s; 0: no cap)")
     p.add_argument("--kv-unified", action="store_true",
                    help="one KV pool shared by all sequences (default: a stream per sequence)")
     p.add_argument("--kv-cache-tokens", type=int, default=None,
@@ -73,6 +79,20 @@ def _add_serve(
                    help="largest max_tokens a request may ask for; beyond it, 400")
     p.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS",
                    help="end a request this long after it arrived (default: never)")
+    limit = p.add_argument_group("bounds on one request (each a 400 naming it when exceeded)")
+    for flag, what in (("--max-json-depth", "nesting of the request body"),
+                       ("--max-messages", "messages in a chat"),
+                       ("--max-tools", "tools in a chat"),
+                       ("--max-stop-strings", "stop strings"),
+                       ("--max-stop-length", "characters in one stop string"),
+                       ("--max-schema-bytes", "bytes of a JSON schema that constrains output"),
+                       ("--max-grammar-bytes", "bytes of the grammar a schema becomes")):
+        dest = flag[2:].replace("-", "_")
+        limit.add_argument(flag, type=int, default=getattr(_LIMITS_DEFAULTS, dest),
+                           metavar="N", help=f"{what} (default: %(default)s)")
+    limit.add_argument("--max-prompt-chars", type=int, default=None, metavar="N",
+                       help="characters of prompt text, before tokenising (default: 16 per "
+                       "token of --max-model-len)")
     p.add_argument("--shutdown-grace", type=float, default=_SERVER_DEFAULTS.shutdown_grace,
                    metavar="SECONDS",
                    help="on SIGTERM, time running requests get to finish")
@@ -113,12 +133,21 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         kv_unified=args.kv_unified,
         n_threads=args.threads,
         enable_prefix_caching=not args.no_prefix_caching,
+        long_prefill_token_threshold=args.long_prefill_token_threshold,
     )
     limits = LimitsConfig(
         max_request_bytes=args.max_request_bytes,
         max_prompt_tokens=args.max_prompt_tokens,
         max_tokens_cap=args.max_tokens_cap,
         request_timeout=args.request_timeout,
+        max_json_depth=args.max_json_depth,
+        max_messages=args.max_messages,
+        max_tools=args.max_tools,
+        max_stop_strings=args.max_stop_strings,
+        max_stop_length=args.max_stop_length,
+        max_schema_bytes=args.max_schema_bytes,
+        max_grammar_bytes=args.max_grammar_bytes,
+        max_prompt_chars=args.max_prompt_chars,
     )
     default_max_tokens = args.default_max_tokens or min(
         _SERVER_DEFAULTS.default_max_tokens, args.max_tokens_cap or sys.maxsize)
@@ -156,6 +185,7 @@ def _serve(args: argparse.Namespace) -> int:
                        timeout_graceful_shutdown=5),
         app.ctx.lifecycle,
         config.shutdown_grace,
+        engine=app.ctx.engine,
     )
     model_path = config.engine.model_path
     shown_host = f"[{config.host}]" if ":" in config.host else config.host
@@ -168,6 +198,9 @@ def _serve(args: argparse.Namespace) -> int:
         server.run()
     finally:
         log_writer.stop()
+    if server.load_failure is not None:
+        print(f"insieme: {server.load_failure}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

@@ -48,6 +48,8 @@ class EngineConfig:
     kv_unified: bool = False  # one shared KV pool instead of a stream per sequence
     n_threads: int | None = None  # None: every core
     enable_prefix_caching: bool = True
+    # While sequences decode, a longer prompt is fed this many tokens a step; 0: no cap.
+    long_prefill_token_threshold: int = 0
 
     def __post_init__(self) -> None:
         if self.model_path and not Path(self.model_path).is_file():
@@ -60,6 +62,8 @@ class EngineConfig:
             raise ConfigError("--max-num-batched-tokens must be at least 16")
         if self.max_queue < 0:
             raise ConfigError("--max-queue must be 0 or more")
+        if self.long_prefill_token_threshold < 0:
+            raise ConfigError("--long-prefill-token-threshold must be 0 or more")
         if self.n_threads is not None and self.n_threads < 1:
             raise ConfigError("--threads must be at least 1")
 
@@ -76,10 +80,28 @@ class LimitsConfig:
     max_prompt_tokens: int | None = None  # 400 beyond it; None: only the context limits
     max_tokens_cap: int | None = None  # 400 for a larger max_tokens; None: no cap
     request_timeout: float | None = None  # seconds from arrival to the last token; None: none
+    # Bounds on what one request may make the server compute beside everyone else's streams
+    # (each a 400 naming the limit past it).
+    max_json_depth: int = 64  # nesting of the request body (a JSON schema's included)
+    max_messages: int = 2048
+    max_tools: int = 128
+    max_stop_strings: int = 16
+    max_stop_length: int = 256  # characters in one stop string
+    max_schema_bytes: int = 32 * 1024  # a response_format schema, or enforced tools' schemas
+    max_grammar_bytes: int = 256 * 1024  # the grammar a schema becomes
+    max_prompt_chars: int | None = None  # before tokenising; None: 16 per token of context
 
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1024:
             raise ConfigError("--max-request-bytes must be at least 1024")
+        for name in ("max_json_depth", "max_messages", "max_tools", "max_stop_strings",
+                     "max_stop_length", "max_schema_bytes", "max_grammar_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_json_depth < 16:
+            raise ConfigError("--max-json-depth must be at least 16")
+        if self.max_prompt_chars is not None and self.max_prompt_chars < 1:
+            raise ConfigError("--max-prompt-chars must be at least 1")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ConfigError("--max-prompt-tokens must be at least 1")
         if self.max_tokens_cap is not None and self.max_tokens_cap < 1:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from insieme.api.keys import hash_key
-from insieme.cli import build_parser, serve_parser, server_config
+from insieme.cli import build_parser, main, serve_parser, server_config
 from insieme.config_file import load_config_file
 from insieme.errors import ConfigError
 
@@ -76,3 +76,12 @@ def test_cli_reports_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path.write_text("max-num-seqs = 0\n")
     assert main(["serve", "--config", str(path), "--no-usage-db"]) == 2
     assert "--max-num-seqs" in capsys.readouterr().err
+
+
+def test_help_states_the_real_context_cap(capsys: pytest.CaptureFixture[str]) -> None:
+    from insieme.config import MAX_DEFAULT_MODEL_LEN
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"at most {MAX_DEFAULT_MODEL_LEN}" in help_text

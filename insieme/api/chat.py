@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,29 +28,36 @@ from insieme.api.wire import (
     sse,
     usage,
 )
+from insieme.config import LimitsConfig
 from insieme.engine.base import OutputStream
 from insieme.engine.types import FinishReason, GenerationRequest, TokenInfo
 
 
 async def create_chat_completion(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    body = await parse_body(request, ChatCompletionRequest)
+    limits = ctx.config.limits
+    body = await parse_body(request, ChatCompletionRequest, max_depth=limits.max_json_depth)
     prompting.check_model(ctx.config, body.model)
     options = logprobs.options(body)
-    tool_plan = tools.plan(body)
-    if tool_plan is not None and tool_plan.enforced:
-        grammar: str | None = tools.call_grammar(tool_plan)
-    else:
-        grammar = structured.response_grammar(body.response_format)
-    messages, template_tools = tools.prepare(ctx.engine, prompting.chat_messages(body.messages),
-                                             tool_plan)
-    prompt_text = ctx.engine.render_chat(messages, tools=template_tools)
-    tokens = ctx.engine.tokenize(prompt_text)
+    prompting.stop_strings(body, limits)  # refused before any work is done
+    tool_plan = tools.plan(body, limits)
+    messages = prompting.chat_messages(body.messages, limits)
+    prompting.check_prompt_size(sum(len(m["content"]) for m in messages), limits,
+                                ctx.engine.info.max_model_len, "messages")
+    grammar: str | None = None
+    if (tool_plan is not None and tool_plan.enforced) or body.response_format:
+        # Off the event loop (a large schema takes a while); cached by canonical schema.
+        grammar = await asyncio.to_thread(_grammar, body, tool_plan, limits)
+    messages, template_tools = tools.prepare(ctx.engine, messages, tool_plan)
+    # Off the event loop: rendering and tokenising a long conversation takes a while.
+    prompt = await asyncio.to_thread(ctx.engine.render_chat, messages, tools=template_tools)
+    prompt_text, tokens = prompt.text, prompt.tokens
     requested = body.max_completion_tokens or body.max_tokens
     tokens, max_tokens = prompting.fit_to_context(ctx.engine, ctx.config, body, tokens, requested)
     echo = bool(body.echo) and not body.stream  # Together's ``prompt`` field, whole responses
     params = prompting.sampling_params(body, max_tokens, n_vocab=ctx.engine.info.n_vocab,
-                                       grammar=grammar, logprobs=options, echo=echo)
+                                       grammar=grammar, logprobs=options, echo=echo,
+                                       limits=limits)
     request_id = new_id("chatcmpl")
     stream = ctx.engine.submit(GenerationRequest(request_id, tokens, params, body.n))
     reply = _Reply(request_id, ctx.config.model_id, body.n, tool_plan, options)
@@ -74,6 +82,14 @@ async def create_chat_completion(request: Request) -> Response:
             "usage": usage(result.prompt_tokens, result.completion_tokens, result.cached_tokens),
         }
     )
+
+
+def _grammar(body: ChatCompletionRequest, tool_plan: tools.ToolPlan | None,
+             limits: LimitsConfig) -> str | None:
+    """The grammar that ``tool_choice`` or ``response_format`` asks sampling to follow."""
+    if tool_plan is not None and tool_plan.enforced:
+        return tools.call_grammar(tool_plan, limits)
+    return structured.response_grammar(body.response_format, limits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,10 +33,16 @@ from insieme.engine.types import FinishReason, GenerationRequest, PromptToken, T
 from insieme.errors import InvalidRequestError
 
 
-def _single_prompt(ctx: AppContext, body: CompletionRequest) -> list[int]:
+async def _single_prompt(ctx: AppContext, body: CompletionRequest) -> list[int]:
     prompt = body.prompt
+    # Strings are tokenised off the event loop, special token text parsed: the caller
+    # wrote the whole prompt, markup and all.
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
     if isinstance(prompt, str):
-        return ctx.engine.tokenize(prompt)
+        prompting.check_prompt_size(len(prompt), ctx.config.limits,
+                                    ctx.engine.info.max_model_len, "prompt")
+        return await asyncio.to_thread(ctx.engine.tokenize, prompt)
     if prompt and all(isinstance(t, int) for t in prompt):
         vocab = ctx.engine.info.n_vocab
         ids = [int(t) for t in prompt]  # type: ignore[arg-type]
@@ -44,8 +51,7 @@ def _single_prompt(ctx: AppContext, body: CompletionRequest) -> list[int]:
                                       param="prompt")
         return ids
     if isinstance(prompt, list) and len(prompt) == 1:
-        only = prompt[0]
-        return ctx.engine.tokenize(only) if isinstance(only, str) else list(only)  # type: ignore[arg-type]
+        return list(prompt[0])  # type: ignore[arg-type]
     raise InvalidRequestError(
         "send one prompt per request (a string or a list of token ids)", param="prompt"
     )
@@ -53,19 +59,22 @@ def _single_prompt(ctx: AppContext, body: CompletionRequest) -> list[int]:
 
 async def create_completion(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    body = await parse_body(request, CompletionRequest)
+    body = await parse_body(request, CompletionRequest,
+                            max_depth=ctx.config.limits.max_json_depth)
     prompting.check_model(ctx.config, body.model)
     options = logprobs.options(body)
-    tokens = _single_prompt(ctx, body)
+    tokens = await _single_prompt(ctx, body)
     tokens, max_tokens = prompting.fit_to_context(
         ctx.engine, ctx.config, body, tokens, body.max_tokens
     )
     params = prompting.sampling_params(body, max_tokens, n_vocab=ctx.engine.info.n_vocab,
-                                       logprobs=options, echo=bool(body.echo))
+                                       logprobs=options, echo=bool(body.echo),
+                                       limits=ctx.config.limits)
     request_id = new_id("cmpl")
     stream = ctx.engine.submit(GenerationRequest(request_id, tokens, params, body.n))
     echo = _Echo.of(request, body) if body.echo else None
-    reply = _Reply(request_id, ctx.config.model_id, body.n, options, echo)
+    objects = _TOGETHER_OBJECTS if _from_together(request) else _OPENAI_OBJECTS
+    reply = _Reply(request_id, ctx.config.model_id, body.n, options, echo, objects)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = _completion_events(stream, reply, include_usage)
@@ -74,7 +83,7 @@ async def create_completion(request: Request) -> Response:
     return JSONResponse(
         {
             "id": request_id,
-            "object": "text.completion",
+            "object": reply.objects.whole,
             "created": now(),
             "model": reply.model,
             "prompt": reply.prompt_field(result.prompt),
@@ -82,6 +91,25 @@ async def create_completion(request: Request) -> Response:
             "usage": usage(result.prompt_tokens, result.completion_tokens, result.cached_tokens),
         }
     )
+
+
+def _from_together(request: Request) -> bool:
+    return request.headers.get("user-agent", "").lower().startswith("together")
+
+
+@dataclass(frozen=True, slots=True)
+class _Objects:
+    """The ``object`` of a whole response and of a stream chunk, as the client's SDK types
+    them. Together's (together 1.x/3.x, together-ai) declare ``text.completion`` and
+    ``completion.chunk``; openai's ``Completion`` is ``Literal["text_completion"]`` and its
+    stream yields that same model, so strict validation rejects both of Together's names."""
+
+    whole: str
+    chunk: str
+
+
+_TOGETHER_OBJECTS = _Objects(whole="text.completion", chunk="completion.chunk")
+_OPENAI_OBJECTS = _Objects(whole="text_completion", chunk="text_completion")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +126,8 @@ class _Echo:
         prompt = body.prompt
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
-        together = request.headers.get("user-agent", "").lower().startswith("together")
-        return cls(prompt if isinstance(prompt, str) else None, in_text=not together)
+        return cls(prompt if isinstance(prompt, str) else None,
+                   in_text=not _from_together(request))
 
     def text_of(self, prompt: Sequence[PromptToken] | None) -> str:
         if self.text is not None:
@@ -114,6 +142,7 @@ class _Reply:
     n: int
     options: logprobs.LogprobOptions | None
     echo: _Echo | None
+    objects: _Objects
 
     def prompt_field(self, prompt: Sequence[PromptToken] | None) -> list[dict[str, Any]]:
         if self.echo is None:
@@ -169,7 +198,7 @@ async def _completion_events(stream: OutputStream, reply: _Reply,
         offsets[index] += len(text)
         chunk: dict[str, Any] = {
             "id": reply.request_id,
-            "object": "completion.chunk",
+            "object": reply.objects.chunk,
             "created": created,
             "model": reply.model,
             "choices": [{"index": index, "text": text, "finish_reason": finish, **lp}],
@@ -189,6 +218,6 @@ async def _completion_events(stream: OutputStream, reply: _Reply,
                 chunk["usage"] = totals
         yield sse(chunk)
         if finish is not None and open_choices == 0 and include_usage:
-            yield sse({"id": reply.request_id, "object": "completion.chunk", "created": created,
+            yield sse({"id": reply.request_id, "object": reply.objects.chunk, "created": created,
                        "model": reply.model, "choices": [], "usage": totals})
     yield DONE

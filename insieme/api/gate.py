@@ -96,10 +96,12 @@ class Gatekeeper:
         if length is not None and length.isdigit() and int(length) > limit:
             return PayloadTooLarge(f"the request body is {length} bytes; the limit is {limit}")
         if ctx.config.fault_injection and FAULT_HEADER in headers:
+            value = headers[FAULT_HEADER]
+            record.fault_fatal = value.startswith("engine:")
             try:
-                record.fault_after = int(headers[FAULT_HEADER])
+                record.fault_after = int(value.removeprefix("engine:"))
             except ValueError:
-                return InvalidRequestError(f"{FAULT_HEADER} must be an integer")
+                return InvalidRequestError(f"{FAULT_HEADER} must be N or engine:N")
         if ctx.config.log_prompts and path in GENERATION_PATHS:
             record.body = bytearray()
         return None
@@ -148,8 +150,8 @@ class Gatekeeper:
         try:
             _count(ctx, record)
             if record.completion_id is not None:
-                if record.key is not None:
-                    ctx.limiter.charge(record.key, record.completion_tokens)
+                ctx.limiter.settle(record.reservation,
+                                   record.prompt_tokens + record.completion_tokens)
                 if ctx.ledger is not None:
                     ctx.ledger.record(_usage_entry(record, ctx.config.model_id))
             log_request(record, ctx.config.model_id, log_prompts=ctx.config.log_prompts)

@@ -118,17 +118,31 @@ class KeyRing:
         return found
 
 
+class Reservation:
+    """Tokens a running request holds in its key's window: its prompt and all it may still
+    generate; ``RateLimiter.settle`` turns it into what the request really used."""
+
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, at: float, tokens: int) -> None:
+        self.at = at
+        self.tokens = tokens
+
+
 class RateLimiter:
     """Sliding one-minute windows per key: requests when admitted, tokens as they are used.
 
-    Prompt tokens are charged when a request is queued and completion tokens when it ends,
-    so a key over its tokens-per-minute gets 429 until enough of the last minute has passed.
+    A request is admitted against its prompt plus every completion token it may produce
+    (``max_tokens`` for each of its ``n`` choices, at most the key's whole minute), reserved
+    in the window at once, so concurrent requests cannot overshoot the limit together; when
+    it ends, the unused part is given back. A key over its tokens-per-minute gets 429 until
+    enough of the last minute has passed.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._requests: dict[str, deque[float]] = {}
-        self._tokens: dict[str, deque[tuple[float, int]]] = {}
+        self._tokens: dict[str, deque[Reservation]] = {}
 
     def admit(self, key: ApiKey) -> None:
         """Count one request against ``key``; raise ``RateLimitError`` when over a limit."""
@@ -146,38 +160,47 @@ class RateLimiter:
                     "requests per minute", retry_after=math.ceil(wait))
             times.append(now)
 
-    def check_prompt(self, key: ApiKey, prompt_tokens: int) -> None:
-        """Refuse a prompt the key's remaining tokens-per-minute cannot cover."""
+    def reserve(self, key: ApiKey, prompt_tokens: int, max_completion: int) -> Reservation | None:
+        """Admit a request against the key's tokens per minute and hold its tokens in the
+        window (None when the key has no such limit); ``RateLimitError`` if it does not fit."""
         limit = key.tokens_per_minute
         if limit is None:
-            return
+            return None
         if prompt_tokens > limit:
             raise RateLimitError(
                 f"the prompt has {prompt_tokens} tokens, more than key '{key.name}' may use "
                 f"in a minute ({limit})", retry_after=math.ceil(WINDOW_SECONDS))
-        self._check_tokens(key, prompt_tokens, self._clock())
+        asking = min(prompt_tokens + max_completion, limit)
+        now = self._clock()
+        self._check_tokens(key, asking, now, prompt_tokens)
+        reservation = Reservation(now, asking)
+        self._tokens.setdefault(key.name, deque()).append(reservation)
+        return reservation
 
-    def charge(self, key: ApiKey, tokens: int) -> None:
-        if key.tokens_per_minute is not None and tokens > 0:
-            self._tokens.setdefault(key.name, deque()).append((self._clock(), tokens))
+    @staticmethod
+    def settle(reservation: Reservation | None, used_tokens: int) -> None:
+        """The request is over: its place in the window holds what it used, no more."""
+        if reservation is not None:
+            reservation.tokens = min(reservation.tokens, max(used_tokens, 0))
 
-    def _check_tokens(self, key: ApiKey, asking: int, now: float) -> None:
+    def _check_tokens(self, key: ApiKey, asking: int, now: float, prompt_tokens: int = 0) -> None:
         """Raise unless the last minute leaves room for ``asking`` tokens (0: for any)."""
         assert key.tokens_per_minute is not None
         used = self._tokens.setdefault(key.name, deque())
-        while used and used[0][0] <= now - WINDOW_SECONDS:
+        while used and used[0].at <= now - WINDOW_SECONDS:
             used.popleft()
-        total = sum(n for _, n in used)
+        total = sum(r.tokens for r in used)
         excess = total - (key.tokens_per_minute - max(asking, 1))
         if excess <= 0:
             return
         freed, wait = 0, WINDOW_SECONDS
-        for at, n in used:  # the moment enough of the window expires
-            freed += n
+        for reservation in used:  # the moment enough of the window expires
+            freed += reservation.tokens
             if freed >= excess:
-                wait = at + WINDOW_SECONDS - now
+                wait = reservation.at + WINDOW_SECONDS - now
                 break
-        what = f"a {asking}-token prompt" if asking else "another request"
+        what = (f"a request of {prompt_tokens} prompt tokens and up to "
+                f"{asking - prompt_tokens} completion tokens" if asking else "another request")
         raise RateLimitError(
             f"key '{key.name}' used {total} of its {key.tokens_per_minute} tokens per minute; "
             f"no room for {what}", retry_after=math.ceil(wait))

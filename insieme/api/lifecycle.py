@@ -17,6 +17,7 @@ from types import FrameType
 import uvicorn
 
 from insieme.api.tracking import RequestRecord, StreamRegistry
+from insieme.engine.base import Engine
 from insieme.errors import ServiceUnavailable
 
 log = logging.getLogger("insieme.api")
@@ -54,19 +55,37 @@ class Lifecycle:
 
 
 class GracefulServer(uvicorn.Server):
-    """uvicorn that drains before it closes; ``request_shutdown`` works from any thread."""
+    """uvicorn that drains before it closes; ``request_shutdown`` works from any thread.
 
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, grace: float) -> None:
+    It also watches the engine load: a model that cannot be loaded stops the server, and
+    ``load_failure`` then says why (the CLI prints it and exits non-zero).
+    """
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, grace: float,
+                 engine: Engine | None = None) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
         self.grace = grace
+        self.engine = engine
+        self.load_failure: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self._shutdown_requested = False
 
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets=sockets)
+        if self.engine is not None and not self.should_exit:
+            self._watch_task = self._loop.create_task(self._watch_load(self.engine))
+
+    async def _watch_load(self, engine: Engine) -> None:
+        try:
+            await engine.wait_ready()
+        except Exception as exc:
+            self.load_failure = str(exc) or type(exc).__name__
+            log.error("stopping: %s", self.load_failure)
+            self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Unlike uvicorn's, this does not re-raise the signal after shutdown: a drained

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from insieme.api.context import AppContext
+from insieme.engine.types import EngineState
 from insieme.errors import ServiceUnavailable
 
 
@@ -38,7 +39,10 @@ async def list_models(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    if not ctx.engine.ready:
+    engine = ctx.engine
+    if engine.state is EngineState.FAILED:
+        raise ServiceUnavailable(engine.failure or "the engine failed", code="engine_failed")
+    if not engine.ready:
         raise ServiceUnavailable("the model is loading")
     stats = ctx.engine.stats()
     return JSONResponse(

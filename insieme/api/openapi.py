@@ -77,7 +77,8 @@ class CompletionChunkChoice(_Out):
 
 class CompletionChunk(_Out):
     id: str
-    object: Literal["completion.chunk"]
+    # Together's name for a User-Agent starting with "Together", openai's for everyone else.
+    object: Literal["completion.chunk", "text_completion"]
     created: int
     model: str
     choices: list[CompletionChunkChoice]
@@ -93,7 +94,7 @@ class CompletionChoice(_Out):
 
 class Completion(_Out):
     id: str
-    object: Literal["text.completion"]
+    object: Literal["text.completion", "text_completion"]  # as for CompletionChunk
     created: int
     model: str
     choices: list[CompletionChoice]

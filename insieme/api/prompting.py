@@ -6,13 +6,15 @@ from typing import Any
 
 from insieme.api.logprobs import LogprobOptions
 from insieme.api.schemas import ChatCompletionRequest, ChatMessage, SamplingFields
-from insieme.config import ServerConfig
+from insieme.config import LimitsConfig, ServerConfig
 from insieme.engine.base import Engine
 from insieme.engine.types import SamplingParams
 from insieme.errors import InvalidRequestError, ModelNotFoundError
 
-MAX_STOP_STRINGS = 16
 MAX_LOGIT_BIAS = 1024
+# Characters per token of context a prompt may have before it is tokenised (English runs
+# about 4; a prompt past this could never fit, and tokenising it costs a core).
+PROMPT_CHARS_PER_TOKEN = 16
 
 
 def check_model(config: ServerConfig, model: str) -> None:
@@ -48,11 +50,26 @@ def logit_bias(body: SamplingFields, n_vocab: int) -> tuple[tuple[int, float], .
     return tuple(biases)
 
 
-def chat_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+def check_prompt_size(chars: int, limits: LimitsConfig, max_model_len: int, param: str) -> None:
+    """Refuse a prompt too long to be worth tokenising (``--max-prompt-chars``)."""
+    limit = limits.max_prompt_chars or PROMPT_CHARS_PER_TOKEN * max_model_len
+    if chars > limit:
+        raise InvalidRequestError(
+            f"the prompt has {chars} characters; this server accepts at most {limit} "
+            "(--max-prompt-chars)", param=param, code="prompt_too_long")
+
+
+def chat_messages(messages: list[ChatMessage],
+                  limits: LimitsConfig | None = None) -> list[dict[str, Any]]:
     """Messages as the chat template expects them: plain dicts, text content only."""
     if not messages:
         raise InvalidRequestError("'messages' must contain at least one message",
                                   param="messages")
+    limits = limits or LimitsConfig()
+    if len(messages) > limits.max_messages:
+        raise InvalidRequestError(
+            f"'messages' has {len(messages)} messages; this server accepts at most "
+            f"{limits.max_messages} (--max-messages)", param="messages", code="too_many_messages")
     rendered: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         content = message.content
@@ -96,18 +113,11 @@ def sampling_params(
     grammar: str | None = None,
     logprobs: LogprobOptions | None = None,
     echo: bool = False,
+    limits: LimitsConfig | None = None,
 ) -> SamplingParams:
     """The engine's sampling parameters; ``echo`` returns the prompt's tokens, scored when
     ``logprobs`` are asked for too."""
-    stop: tuple[str, ...]
-    if body.stop is None:
-        stop = ()
-    elif isinstance(body.stop, str):
-        stop = (body.stop,) if body.stop else ()
-    else:
-        stop = tuple(s for s in body.stop if s)
-    if len(stop) > MAX_STOP_STRINGS:
-        raise InvalidRequestError(f"at most {MAX_STOP_STRINGS} stop strings", param="stop")
+    stop = stop_strings(body, limits or LimitsConfig())
     top_k = body.top_k if body.top_k is not None else 0
     return SamplingParams(
         temperature=body.temperature if body.temperature is not None else 0.7,
@@ -127,6 +137,28 @@ def sampling_params(
         echo=echo,
         prompt_logprobs=logprobs.top if echo and logprobs is not None else None,
     )
+
+
+def stop_strings(body: SamplingFields, limits: LimitsConfig) -> tuple[str, ...]:
+    """``stop`` as a tuple, within ``--max-stop-strings`` and ``--max-stop-length``."""
+    stop: tuple[str, ...]
+    if body.stop is None:
+        stop = ()
+    elif isinstance(body.stop, str):
+        stop = (body.stop,) if body.stop else ()
+    else:
+        stop = tuple(s for s in body.stop if s)
+    if len(stop) > limits.max_stop_strings:
+        raise InvalidRequestError(
+            f"{len(stop)} stop strings; this server accepts at most {limits.max_stop_strings} "
+            "(--max-stop-strings)", param="stop", code="too_many_stop_strings")
+    longest = max((len(s) for s in stop), default=0)
+    if longest > limits.max_stop_length:
+        raise InvalidRequestError(
+            f"a stop string has {longest} characters; this server accepts at most "
+            f"{limits.max_stop_length} (--max-stop-length)", param="stop",
+            code="stop_too_long")
+    return stop
 
 
 def fit_to_context(

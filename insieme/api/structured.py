@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
+from insieme.config import LimitsConfig
 from insieme.engine.grammar import JSON_OBJECT_SCHEMA, json_schema_grammar
 from insieme.errors import InvalidRequestError
 
@@ -14,7 +16,17 @@ def json_object_grammar() -> str:
     return json_schema_grammar(JSON_OBJECT_SCHEMA, param="response_format")
 
 
-def response_grammar(response_format: dict[str, Any] | None) -> str | None:
+def check_schema_size(schema: Any, limits: LimitsConfig, param: str) -> None:
+    """Refuse a schema larger than ``--max-schema-bytes`` before any work is done on it."""
+    size = len(json.dumps(schema, ensure_ascii=False, separators=(",", ":")))
+    if size > limits.max_schema_bytes:
+        raise InvalidRequestError(
+            f"the schema is {size} bytes; this server accepts at most {limits.max_schema_bytes}"
+            " (--max-schema-bytes)", param=param, code="schema_too_large")
+
+
+def response_grammar(response_format: dict[str, Any] | None,
+                     limits: LimitsConfig | None = None) -> str | None:
     """The grammar ``response_format`` asks for, or None for free text.
 
     Accepted: ``{type: "text"}``, ``{type: "json_object"}``, ``{type: "json_schema",
@@ -45,4 +57,6 @@ def response_grammar(response_format: dict[str, Any] | None) -> str | None:
         )
     if schema is None:
         return json_object_grammar()
-    return json_schema_grammar(schema, param=param)
+    limits = limits or LimitsConfig()
+    check_schema_size(schema, limits, param)
+    return json_schema_grammar(schema, param=param, max_bytes=limits.max_grammar_bytes)

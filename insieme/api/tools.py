@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from insieme.api.schemas import ChatCompletionRequest
+from insieme.api.structured import check_schema_size
+from insieme.config import LimitsConfig
 from insieme.engine.base import Engine
 from insieme.engine.grammar import check_schema, json_schema_grammar, rename_root
 from insieme.errors import InvalidRequestError
@@ -69,8 +71,13 @@ class ToolPlan:
         return self.choice in ("required", "function")
 
 
-def plan(body: ChatCompletionRequest) -> ToolPlan | None:
+def plan(body: ChatCompletionRequest, limits: LimitsConfig | None = None) -> ToolPlan | None:
     """Validate ``tools`` and ``tool_choice``; None when the request has no tools."""
+    limits = limits or LimitsConfig()
+    if body.tools and len(body.tools) > limits.max_tools:
+        raise InvalidRequestError(
+            f"'tools' has {len(body.tools)} tools; this server accepts at most "
+            f"{limits.max_tools} (--max-tools)", param="tools", code="too_many_tools")
     tools = [_checked_tool(tool, i) for i, tool in enumerate(body.tools or [])]
     seen: set[str] = set()
     for i, tool in enumerate(tools):
@@ -126,8 +133,11 @@ def _checked_tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
     return {"type": "function", "function": checked}
 
 
-def call_grammar(plan: ToolPlan) -> str:
+def call_grammar(plan: ToolPlan, limits: LimitsConfig | None = None) -> str:
     """The grammar of one ``<tool_call>`` block calling a tool ``plan`` allows."""
+    limits = limits or LimitsConfig()
+    check_schema_size([tool["function"]["parameters"] for tool in plan.tools
+                       if tool["function"]["name"] in plan.callable_names], limits, "tools")
     branches: list[dict[str, Any]] = []
     defs: dict[str, dict[str, Any]] = {"$defs": {}, "definitions": {}}
     for i, tool in enumerate(plan.tools):
@@ -135,7 +145,9 @@ def call_grammar(plan: ToolPlan) -> str:
         if function["name"] not in plan.callable_names:
             continue
         param = f"tools.{i}.function.parameters"
-        json_schema_grammar(function["parameters"], param=param)  # names this tool if refused
+        # Names this tool if refused.
+        json_schema_grammar(function["parameters"], param=param,
+                            max_bytes=limits.max_grammar_bytes)
         parameters = copy.deepcopy(function["parameters"])
         for key in defs:  # references are to the root: move definitions up to the call's
             for name, sub in parameters.pop(key, {}).items():
@@ -148,7 +160,9 @@ def call_grammar(plan: ToolPlan) -> str:
                          "required": ["name", "arguments"]})
     schema: dict[str, Any] = branches[0] if len(branches) == 1 else {"anyOf": branches}
     schema.update({key: entries for key, entries in defs.items() if entries})
-    grammar = rename_root(json_schema_grammar(schema, param="tools"), _CALL_RULE)
+    check_schema_size(schema, limits, "tools")
+    grammar = rename_root(json_schema_grammar(schema, param="tools",
+                                              max_bytes=limits.max_grammar_bytes), _CALL_RULE)
     return f'{grammar}\nroot ::= "<tool_call>\\n" {_CALL_RULE} "\\n</tool_call>"'
 
 
@@ -173,7 +187,7 @@ def native_tools(engine: Engine) -> bool:
         ]
         tools = [{"type": "function", "function": {"name": _PROBE_TOOL, "parameters": {}}}]
         try:
-            text = engine.render_chat(probe, tools=tools)
+            text = engine.render_chat(probe, tools=tools).text
         except InvalidRequestError:
             text = ""
         _native[source] = all(s in text for s in (_PROBE_TOOL, _PROBE_CALL, _PROBE_RESULT))

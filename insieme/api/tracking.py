@@ -17,12 +17,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from insieme.api.keys import ApiKey, RateLimiter
+from insieme.api.keys import ApiKey, RateLimiter, Reservation
 from insieme.api.metrics import Metrics
 from insieme.api.wire import EndedByServer
 from insieme.config import LimitsConfig
 from insieme.engine.base import Engine, OutputStream
 from insieme.engine.types import (
+    ChatPrompt,
+    EngineState,
     EngineStats,
     FinishReason,
     GenerationRequest,
@@ -56,6 +58,8 @@ class RequestRecord:
     error_status: int | None = None  # an error ended it inside the stream
     error_message: str | None = None
     fault_after: int | None = None  # X-Insieme-Fault (fault injection only)
+    reservation: Reservation | None = None  # its tokens held in its key's window
+    fault_fatal: bool = False  # X-Insieme-Fault: engine:N kills the engine there
     body: bytearray | None = None  # kept only with --log-prompts
     streams: list[TrackedStream] = field(default_factory=list)  # what it asked the engine for
     own_id: str = field(default_factory=lambda: f"req-{secrets.token_hex(12)}")
@@ -106,6 +110,17 @@ class TrackedEngine:
     def ready(self) -> bool:
         return self.engine.ready
 
+    @property
+    def state(self) -> EngineState:
+        return self.engine.state
+
+    @property
+    def failure(self) -> str | None:
+        return self.engine.failure
+
+    async def wait_ready(self) -> None:
+        await self.engine.wait_ready()
+
     async def start(self) -> None:
         await self.engine.start()
 
@@ -116,26 +131,33 @@ class TrackedEngine:
         return self.engine.tokenize(text, add_special=add_special)
 
     def render_chat(self, messages: list[dict[str, Any]], *,
-                    tools: list[dict[str, Any]] | None = None) -> str:
+                    tools: list[dict[str, Any]] | None = None) -> ChatPrompt:
         return self.engine.render_chat(messages, tools=tools)
 
     def stats(self) -> EngineStats:
         return self.engine.stats()
 
-    def inject_fault(self, request_id: str, after_tokens: int) -> None:
-        self.engine.inject_fault(request_id, after_tokens)
+    def inject_fault(self, request_id: str, after_tokens: int, *, fatal: bool = False) -> None:
+        self.engine.inject_fault(request_id, after_tokens, fatal=fatal)
 
     def submit(self, request: GenerationRequest) -> OutputStream:
         record = CURRENT.get() or RequestRecord(method="POST", path="")
         self._check_limits(record, request)
         if record.fault_after is not None:
-            self.engine.inject_fault(request.request_id, record.fault_after)
-        stream = self.engine.submit(request)
+            self.engine.inject_fault(request.request_id, record.fault_after,
+                                     fatal=record.fault_fatal)
+        if record.key is not None:
+            record.reservation = self._limiter.reserve(
+                record.key, len(request.prompt_tokens),
+                request.sampling.max_tokens * request.n)
+        try:
+            stream = self.engine.submit(request)
+        except BaseException:
+            self._limiter.settle(record.reservation, 0)
+            raise
         record.completion_id = request.request_id
         record.n = request.n
         record.prompt_tokens = len(request.prompt_tokens)
-        if record.key is not None:
-            self._limiter.charge(record.key, record.prompt_tokens)
         deadline = None
         if self._limits.request_timeout is not None:
             deadline = record.arrived + self._limits.request_timeout
@@ -162,8 +184,6 @@ class TrackedEngine:
             raise InvalidRequestError(
                 f"max_tokens is {request.sampling.max_tokens}; this server allows at most {cap}",
                 param="max_tokens", code="max_tokens_too_large")
-        if record.key is not None:
-            self._limiter.check_prompt(record.key, prompt_tokens)
 
 
 class TrackedStream:

@@ -58,13 +58,21 @@ def error_event(error: APIError) -> bytes:
     return sse(error.body())
 
 
-async def parse_body(request: Request, model: type[Body]) -> Body:
-    """Read and validate a JSON body; every failure is a 400 naming the parameter."""
+async def parse_body(request: Request, model: type[Body], *, max_depth: int = 64) -> Body:
+    """Read and validate a JSON body; every failure is a 400 naming the parameter.
+
+    Nesting deeper than ``max_depth`` is refused before anything recursive (validation,
+    schema checks, grammar building, templates) sees the body.
+    """
     raw = await request.body()
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from exc
+    except RecursionError:  # deeper than the parser's own limit
+        raise _too_deep(max_depth) from None
+    if json_depth(data, max_depth) > max_depth:
+        raise _too_deep(max_depth)
     if not isinstance(data, dict):
         raise InvalidRequestError("the request body must be a JSON object")
     try:
@@ -78,6 +86,34 @@ async def parse_body(request: Request, model: type[Body]) -> Body:
         else:
             message = f"invalid value for '{param}': {first['msg']}"
         raise InvalidRequestError(message, param=param) from exc
+
+
+def _too_deep(limit: int) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"the request body is nested more than {limit} levels deep (--max-json-depth)",
+        code="json_too_deep")
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """How deeply ``value`` nests (a scalar is 0), counted without recursion and only up
+    to ``limit + 1``."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        pending.extend((child, depth) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from insieme.engine.kv_slots import SlotManager
 from insieme.engine.llama_runtime import Batch, LlamaRuntime
 from insieme.engine.logprobs import LogprobReader
-from insieme.engine.sampler import Sampler
+from insieme.engine.sampler import GrammarPrototype, Sampler
 from insieme.engine.scheduler import Scheduler, Work
 from insieme.engine.sequence import SeqStatus, Sequence, sequences_for
 from insieme.engine.types import (
@@ -47,6 +47,11 @@ class _Stop:
     pass
 
 
+class FatalFault(BaseException):
+    """Test hook (``X-Insieme-Fault: engine:N``): escapes every per-request guard, so the
+    engine thread dies the way an unexpected failure would kill it."""
+
+
 class EngineCore:
     """Owns the scheduler and the runtime; only its thread touches them after start."""
 
@@ -57,23 +62,29 @@ class EngineCore:
         max_num_seqs: int,
         token_budget: int,
         max_model_len: int,
+        long_prefill_threshold: int = 0,
         prefix_caching: bool,
         emit: Emit,
+        on_death: Callable[[str], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.max_model_len = max_model_len
         self.slots = SlotManager(runtime, max_num_seqs, prefix_caching)
         kv_pool = runtime.n_ctx if runtime.shape.kv_unified else None
-        self.scheduler = Scheduler(self.slots, max_num_seqs, token_budget, kv_pool)
+        self.scheduler = Scheduler(self.slots, max_num_seqs, token_budget, kv_pool,
+                                   long_prefill_threshold)
         self.batch = Batch(max(token_budget, max_num_seqs), max_num_seqs)
         self._emit = emit
+        self._on_death = on_death
+        self.failure: str | None = None  # why the engine thread died, once it has
         self._inbox: queue.SimpleQueue[_Add | _Abort | _Stop] = queue.SimpleQueue()
         self._requests: dict[str, list[Sequence]] = {}
         self._thread: threading.Thread | None = None
         self.steps = 0
         self.preemptions = 0
         self.logprobs = LogprobReader(runtime, max_model_len)  # only used when asked for
-        self._faults: dict[str, int] = {}  # request id -> tokens to produce before failing
+        # request id -> (tokens to produce before failing, whether the failure kills the loop)
+        self._faults: dict[str, tuple[int, bool]] = {}
 
     # -- called from other threads --------------------------------------------------------
 
@@ -87,16 +98,20 @@ class EngineCore:
     def abort(self, request_id: str) -> None:
         self._inbox.put(_Abort(request_id))
 
-    def inject_fault(self, request_id: str, after_tokens: int) -> None:
+    def inject_fault(self, request_id: str, after_tokens: int, *, fatal: bool = False) -> None:
         """Test hook: sampling for this request raises once it has ``after_tokens`` tokens,
-        exercising the real per-sequence failure path (see ``INSIEME_FAULT_INJECTION``)."""
-        self._faults[request_id] = after_tokens
+        exercising the real per-sequence failure path (see ``INSIEME_FAULT_INJECTION``);
+        with ``fatal`` the engine thread itself dies there."""
+        self._faults[request_id] = (after_tokens, fatal)
 
-    def _fault_due(self, seq: Sequence) -> bool:
-        if self._faults.get(seq.request_id) != seq.num_generated:
-            return False
+    def _check_fault(self, seq: Sequence) -> None:
+        due = self._faults.get(seq.request_id)
+        if due is None or due[0] != seq.num_generated:
+            return
         del self._faults[seq.request_id]
-        return True
+        if due[1]:
+            raise FatalFault("injected fatal fault (X-Insieme-Fault)")
+        raise RuntimeError("injected fault (X-Insieme-Fault)")
 
     def stop(self) -> None:
         self._inbox.put(_Stop())
@@ -107,12 +122,24 @@ class EngineCore:
     # -- the engine thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        while self._drain_inbox(block=not self.scheduler.has_work()):
-            try:
-                self.step()
-            except Exception:
-                log.exception("engine step failed; failing the requests in flight")
-                self._fail_everything("the engine failed while running this request")
+        try:
+            idle = True
+            while self._drain_inbox(block=idle):
+                try:
+                    ran = self.step()
+                except Exception:
+                    log.exception("engine step failed; failing the requests in flight")
+                    self._fail_everything("the engine failed while running this request")
+                    ran = True
+                # Nothing could run (say the queue's head waits for slots that only a
+                # finishing or aborted request frees): sleep until a message comes.
+                idle = not ran
+        except BaseException as exc:  # the loop itself broke: the engine is gone
+            self.failure = f"the engine stopped: {exc}" if str(exc) else (
+                f"the engine stopped: {type(exc).__name__}")
+            log.critical("engine thread died: %s", self.failure, exc_info=True)
+            if self._on_death is not None:
+                self._on_death(self.failure)
 
     def _drain_inbox(self, *, block: bool) -> bool:
         try:
@@ -121,7 +148,11 @@ class EngineCore:
                 if isinstance(message, _Stop):
                     return False
                 if isinstance(message, _Add):
-                    self._admit(message.request)
+                    try:
+                        self._admit(message.request)
+                    except Exception as exc:  # one bad request must not end the loop
+                        log.exception("could not admit %s", message.request.request_id)
+                        self._reject(message.request, str(exc))
                 else:
                     self._abort(message.request_id)
                 message = self._inbox.get_nowait()
@@ -131,25 +162,38 @@ class EngineCore:
     def _admit(self, request: GenerationRequest) -> None:
         seqs = sequences_for(request)
         seed = request.sampling.seed
+        grammar = request.sampling.grammar
+        prototype = GrammarPrototype(grammar) if grammar is not None and request.n > 1 else None
         for seq in seqs:
             params = request.sampling
             if seed is not None and seq.index:
                 params = replace(params, seed=seed + seq.index)
-            seq.sampler = Sampler(params, self.runtime.n_vocab)
+            seq.sampler = Sampler(params, self.runtime.n_vocab, prototype)
         leader, followers = seqs[0], seqs[1:]
         leader.followers = followers
         self._requests[request.request_id] = seqs
         self.scheduler.add(leader)
+
+    def _reject(self, request: GenerationRequest, message: str) -> None:
+        """End every choice of a request that could not be admitted with an error."""
+        for seq in self._requests.pop(request.request_id, []):
+            if seq.status is not SeqStatus.FINISHED:
+                self.scheduler.finish(seq)
+        self._emit([(request.request_id, StepOutput(
+            index=i, token=None, text="", finish_reason=FinishReason.ERROR,
+            prompt_tokens=len(request.prompt_tokens), error=message))
+            for i in range(request.n)])
 
     def _abort(self, request_id: str) -> None:
         for seq in self._requests.pop(request_id, []):
             if seq.status is not SeqStatus.FINISHED:
                 self.scheduler.finish(seq)
 
-    def step(self) -> None:
+    def step(self) -> bool:
+        """One decode; False when nothing could be scheduled."""
         work = self.scheduler.schedule()
         if not work:
-            return
+            return False
         batch = self.batch
         batch.clear()
         sample_rows: list[tuple[Sequence, int]] = []
@@ -170,10 +214,10 @@ class EngineCore:
         status = self.runtime.decode(batch)
         if status == 1:
             self._relieve_kv(work)
-            return
+            return True
         if status != 0:
             self._fail(work, f"llama_decode failed with status {status}")
-            return
+            return True
         self.steps += 1
         for item in work:
             item.seq.num_computed += item.count
@@ -185,6 +229,7 @@ class EngineCore:
                 outputs.append((member.request_id, self._sample(member, row, picks.get(row))))
         if outputs:
             self._emit(outputs)
+        return True
 
     def _greedy_picks(
         self, sample_rows: list[tuple[Sequence, int]]
@@ -221,8 +266,8 @@ class EngineCore:
         params = seq.request.sampling
         try:
             assert seq.sampler is not None
-            if self._faults and self._fault_due(seq):
-                raise RuntimeError("injected fault (X-Insieme-Fault)")
+            if self._faults:
+                self._check_fault(seq)
             top: tuple[TopLogprob, ...] = ()
             if pick is not None:
                 token, logprob = pick

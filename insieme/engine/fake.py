@@ -20,6 +20,8 @@ from insieme.engine.chat_template import ChatTemplate
 from insieme.engine.stream import RequestStream
 from insieme.engine.text import StopMatcher
 from insieme.engine.types import (
+    ChatPrompt,
+    EngineState,
     EngineStats,
     FinishReason,
     GenerationRequest,
@@ -29,7 +31,7 @@ from insieme.engine.types import (
     TokenInfo,
     TopLogprob,
 )
-from insieme.errors import QueueFullError
+from insieme.errors import InvalidRequestError, QueueFullError, ServiceUnavailable
 
 DEFAULT_REPLY = "Hello! I am a scripted fake model. Ask me anything, and I will say this again."
 _PIECES = re.compile(r"\s*\S+|\s+")
@@ -53,7 +55,8 @@ class FakeEngine:
         self.max_running = max_running
         self.max_queue = max_queue
         self._start_delay = start_delay
-        self._ready = False
+        self.state = EngineState.LOADING
+        self.failure: str | None = None
         self._template = ChatTemplate(None)
         self.info = ModelInfo(
             path="fake.gguf",
@@ -69,23 +72,33 @@ class FakeEngine:
         self._slots: asyncio.Semaphore | None = None
         self.aborted: list[str] = []
         self.completed = 0
-        self._faults: dict[str, int] = {}
+        self._faults: dict[str, tuple[int, bool]] = {}
         self._queue_seconds: dict[str, float] = {}
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        return self.state is EngineState.READY
 
     async def start(self) -> None:
         self._slots = asyncio.Semaphore(self.max_running)
         if self._start_delay:
             await asyncio.sleep(self._start_delay)
-        self._ready = True
+        self.state = EngineState.READY
+
+    async def wait_ready(self) -> None:
+        return None
 
     async def stop(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
-        self._ready = False
+        self.state = EngineState.STOPPED
+
+    def fail(self, reason: str) -> None:
+        """Test hook: the engine dies as the real one's thread would."""
+        self.state = EngineState.FAILED
+        self.failure = reason
+        for task in list(self._tasks.values()):
+            task.cancel()
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return [ord(ch) for ch in text]
@@ -95,8 +108,9 @@ class FakeEngine:
 
     def render_chat(
         self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
-    ) -> str:
-        return self._template.render(messages, tools=tools)
+    ) -> ChatPrompt:
+        text = self._template.render(messages, tools=tools)
+        return ChatPrompt(text, self.tokenize(text))
 
     def stats(self) -> EngineStats:
         running = len(self._tasks)
@@ -105,10 +119,16 @@ class FakeEngine:
                            kv_sequences=min(running, self.max_running),
                            open_requests=running)
 
-    def inject_fault(self, request_id: str, after_tokens: int) -> None:
-        self._faults[request_id] = after_tokens
+    def inject_fault(self, request_id: str, after_tokens: int, *, fatal: bool = False) -> None:
+        self._faults[request_id] = (after_tokens, fatal)
 
     def submit(self, request: GenerationRequest) -> RequestStream:
+        if self.state is EngineState.FAILED:
+            raise ServiceUnavailable(self.failure or "the engine failed", code="engine_failed")
+        if request.n > self.max_running:
+            raise InvalidRequestError(
+                f"n is {request.n}, but this server decodes at most {self.max_running} "
+                "sequences at once (--max-num-seqs)", param="n", code="n_too_large")
         if len(self._tasks) >= self.max_running + self.max_queue:
             raise QueueFullError("the server's queue is full; retry shortly", retry_after=1)
         stream = RequestStream(request.request_id, request.n, self._abort)
@@ -157,9 +177,12 @@ class FakeEngine:
             stream.put(output)
 
         for piece in pieces:
-            if self._faults.get(request.request_id) == produced:
+            fault = self._faults.get(request.request_id)
+            if fault is not None and fault[0] == produced:
                 del self._faults[request.request_id]
                 put(self._last(request, index, None, "", produced, FinishReason.ERROR))
+                if fault[1]:
+                    self.fail("the engine stopped: injected fatal fault (X-Insieme-Fault)")
                 return
             if produced >= min(params.max_tokens, room):
                 finish = FinishReason.LENGTH

@@ -12,8 +12,16 @@ from insieme.engine.chat_template import ChatTemplate
 from insieme.engine.core import EngineCore
 from insieme.engine.llama_runtime import ContextShape, LlamaRuntime
 from insieme.engine.stream import RequestStream
-from insieme.engine.types import EngineStats, GenerationRequest, ModelInfo, StepOutput
-from insieme.errors import ConfigError, QueueFullError, ServiceUnavailable
+from insieme.engine.types import (
+    ChatPrompt,
+    EngineState,
+    EngineStats,
+    FinishReason,
+    GenerationRequest,
+    ModelInfo,
+    StepOutput,
+)
+from insieme.errors import ConfigError, InvalidRequestError, QueueFullError, ServiceUnavailable
 
 log = logging.getLogger("insieme.engine")
 
@@ -49,6 +57,30 @@ def context_shape(config: EngineConfig, n_ctx_train: int) -> ContextShape:
     )
 
 
+def _with_bos(runtime: LlamaRuntime, tokens: list[int]) -> list[int]:
+    # A BOS when the model wants one, unless the prompt starts with it already (a template
+    # that writes bos_token, a raw prompt that spells it): never two.
+    if runtime.add_bos and tokens[:1] != [runtime.bos_id]:
+        tokens.insert(0, runtime.bos_id)
+    return tokens
+
+
+def prompt_tokens(runtime: LlamaRuntime, text: str, *, add_special: bool = True) -> list[int]:
+    """A raw prompt's tokens, special token text parsed (its caller wrote the whole prompt),
+    with ``add_special`` a BOS first when the model wants one."""
+    tokens = runtime.tokenize(text, add_special=False)
+    return _with_bos(runtime, tokens) if add_special else tokens
+
+
+def chat_prompt(runtime: LlamaRuntime, template: ChatTemplate, messages: list[dict[str, Any]],
+                tools: list[dict[str, Any]] | None = None) -> ChatPrompt:
+    """A conversation rendered and tokenised: only the template's own markup becomes special
+    tokens, whatever the messages and tools spell; a BOS first when the model wants one."""
+    marked = template.render_marked(messages, tools=tools)
+    tokens = runtime.tokenize_marked(marked.text, marked.markup)
+    return ChatPrompt(marked.text, _with_bos(runtime, tokens))
+
+
 class LlamaEngine:
     """Continuous-batching llama.cpp engine; see ``insieme.engine.core`` for the loop."""
 
@@ -63,11 +95,12 @@ class LlamaEngine:
         self._streams: dict[str, RequestStream] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._load_task: asyncio.Task[None] | None = None
-        self.load_error: BaseException | None = None
+        self.state = EngineState.LOADING
+        self.failure: str | None = None  # why, once the state is FAILED
 
     @property
     def ready(self) -> bool:
-        return self._core is not None
+        return self.state is EngineState.READY
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -77,30 +110,37 @@ class LlamaEngine:
         self._load_task = asyncio.create_task(self._load())
 
     async def wait_ready(self) -> None:
+        """Return once the model is loaded; raise ``ConfigError`` (with the reason) if it
+        cannot be."""
         if self._load_task is not None:
-            await self._load_task
+            await asyncio.shield(self._load_task)
 
     async def _load(self) -> None:
         try:
             runtime, info = await asyncio.to_thread(self._load_blocking)
-        except BaseException as exc:
-            self.load_error = exc
-            log.error("could not load the model: %s", exc)
-            raise
+        except Exception as exc:
+            self.state = EngineState.FAILED
+            self.failure = f"could not load {self.config.model_path}: {exc}"
+            log.error("%s", self.failure)
+            raise ConfigError(self.failure) from exc
         self._runtime = runtime
         self.info = info
-        self._template = ChatTemplate(info.chat_template, bos_token=info.bos_token,
-                                      eos_token=info.eos_token)
+        self._template = ChatTemplate(
+            info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token,
+            special_texts=runtime.control_texts)
         core = EngineCore(
             runtime,
             max_num_seqs=self.config.max_num_seqs,
             token_budget=max(self.config.max_num_batched_tokens, self.config.max_num_seqs),
+            long_prefill_threshold=self.config.long_prefill_token_threshold,
             max_model_len=info.max_model_len,
             prefix_caching=self.config.enable_prefix_caching,
             emit=self._emit,
+            on_death=self._on_death,
         )
         core.start()
         self._core = core
+        self.state = EngineState.READY
 
     def _load_blocking(self) -> tuple[LlamaRuntime, ModelInfo]:
         config = self.config
@@ -120,6 +160,8 @@ class LlamaEngine:
         return runtime, info
 
     async def stop(self) -> None:
+        if self.state is not EngineState.FAILED:
+            self.state = EngineState.STOPPED
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
         if self._core is not None:
@@ -132,24 +174,30 @@ class LlamaEngine:
     # -- requests -------------------------------------------------------------------------
 
     def _require(self) -> tuple[LlamaRuntime, EngineCore]:
-        if self._runtime is None or self._core is None:
+        if self.state is EngineState.FAILED:
+            raise ServiceUnavailable(self.failure or "the engine failed", code="engine_failed")
+        if self._runtime is None or self._core is None or self.state is not EngineState.READY:
             raise ServiceUnavailable("the model is still loading; retry shortly")
         return self._runtime, self._core
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         runtime, _ = self._require()
-        tokens = runtime.tokenize(text, add_special=add_special and runtime.add_bos)
-        return tokens
+        return prompt_tokens(runtime, text, add_special=add_special)
 
     def render_chat(
         self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
-    ) -> str:
-        self._require()
+    ) -> ChatPrompt:
+        runtime, _ = self._require()
         assert self._template is not None
-        return self._template.render(messages, tools=tools)
+        return chat_prompt(runtime, self._template, messages, tools)
 
     def submit(self, request: GenerationRequest) -> RequestStream:
         _, core = self._require()
+        if request.n > self.config.max_num_seqs:
+            # Its n sequences would never fit at once, and it would hold up the queue for good.
+            raise InvalidRequestError(
+                f"n is {request.n}, but this server decodes at most {self.config.max_num_seqs} "
+                "sequences at once (--max-num-seqs)", param="n", code="n_too_large")
         if len(self._streams) >= self.config.max_num_seqs + self.config.max_queue:
             raise QueueFullError(
                 f"the server is busy: {len(self._streams)} requests are running or waiting; "
@@ -161,9 +209,23 @@ class LlamaEngine:
         core.add(request)
         return stream
 
-    def inject_fault(self, request_id: str, after_tokens: int) -> None:
+    def inject_fault(self, request_id: str, after_tokens: int, *, fatal: bool = False) -> None:
         _, core = self._require()
-        core.inject_fault(request_id, after_tokens)
+        core.inject_fault(request_id, after_tokens, fatal=fatal)
+
+    def _on_death(self, reason: str) -> None:
+        # Engine thread, as it dies: from here on the server answers 503 with the reason.
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._fail_streams, reason)
+
+    def _fail_streams(self, reason: str) -> None:
+        self.state = EngineState.FAILED
+        self.failure = reason
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            for index in stream.open_choices():
+                stream.put(StepOutput(index=index, token=None, text="",
+                                      finish_reason=FinishReason.ERROR, error=reason))
 
     def _abort(self, request_id: str) -> None:
         if self._streams.pop(request_id, None) is not None and self._core is not None:
@@ -180,7 +242,7 @@ class LlamaEngine:
             if stream is None:
                 continue  # aborted meanwhile
             stream.put(output)
-            if output.finish_reason is not None and stream.finished_choice():
+            if stream.delivered:
                 del self._streams[request_id]
 
     def stats(self) -> EngineStats:

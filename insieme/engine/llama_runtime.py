@@ -37,6 +37,22 @@ def _init_backend() -> None:
             _backend_ready = True
 
 
+_SPECIAL_ATTRS = (llama.LLAMA_TOKEN_ATTR_CONTROL | llama.LLAMA_TOKEN_ATTR_USER_DEFINED
+                  | llama.LLAMA_TOKEN_ATTR_UNKNOWN)
+_C_SPACE = frozenset(" \t\n\v\f\r")  # C's isspace, which llama.cpp strips with
+
+
+@dataclass(frozen=True, slots=True)
+class SpecialToken:
+    """A token llama.cpp finds by its text before it tokenises the rest."""
+
+    id: int
+    text: str
+    control: bool  # control or unknown: found only when parsing special tokens
+    lstrip: bool  # swallows the whitespace before it
+    rstrip: bool  # and after it
+
+
 @dataclass(frozen=True, slots=True)
 class ContextShape:
     """How big the one context is."""
@@ -127,6 +143,7 @@ class LlamaRuntime:
         self._piece_buf = ctypes.create_string_buffer(256)
         self.bos_id = int(llama.llama_vocab_bos(self.vocab))
         self.add_bos = bool(llama.llama_vocab_get_add_bos(self.vocab))
+        self.special_tokens = self._special_tokens()
 
     # -- text ---------------------------------------------------------------------------
 
@@ -144,6 +161,59 @@ class LlamaRuntime:
         if n < 0:
             raise EngineError("tokenisation failed")
         return list(out[:n])
+
+    def tokenize_marked(self, text: str, markup: str) -> list[int]:
+        """The tokens of ``text``, with special tokens only where ``markup`` spells them.
+
+        ``markup`` is ``text`` with some characters masked. It is split at special token
+        texts as llama.cpp splits a prompt when it parses special tokens (longest text
+        first, leftmost first, whitespace stripped beside lstrip/rstrip tokens), and the
+        text between two special tokens is tokenised from ``text`` as plain text, in one
+        piece. So with ``markup == text`` this is ``tokenize(text, add_special=False)``, and
+        a special token's text that ``markup`` masks stays text.
+        """
+        if len(markup) != len(text):
+            raise ValueError("markup must be as long as the text")
+        pieces: list[int | tuple[int, int]] = [(0, len(markup))]
+        for special in self.special_tokens:
+            if special.text in markup:
+                pieces = _split_at(pieces, markup, special)
+        tokens: list[int] = []
+        for piece in pieces:
+            if isinstance(piece, int):
+                tokens.append(piece)
+            else:
+                tokens += self.tokenize(text[piece[0]:piece[1]], add_special=False,
+                                        parse_special=False)
+        return tokens
+
+    @property
+    def control_texts(self) -> list[str]:
+        """The texts of the special tokens found only when parsing special tokens: the ones
+        a chat template may write and a client must not."""
+        return [t.text for t in self.special_tokens if t.control]
+
+    def _special_tokens(self) -> list[SpecialToken]:
+        """Every token llama.cpp's tokeniser looks for by its text, longest text first."""
+        found = []
+        for token in range(self.n_vocab):
+            attr = int(llama.llama_vocab_get_attr(self.vocab, token))
+            if not attr & _SPECIAL_ATTRS:
+                continue
+            raw = llama.llama_vocab_get_text(self.vocab, token)
+            try:
+                text = raw.decode("utf-8") if raw else ""
+            except UnicodeDecodeError:
+                continue  # never matches UTF-8 text
+            if text:
+                found.append(SpecialToken(
+                    token, text,
+                    control=bool(attr & (llama.LLAMA_TOKEN_ATTR_CONTROL
+                                         | llama.LLAMA_TOKEN_ATTR_UNKNOWN)),
+                    lstrip=bool(attr & llama.LLAMA_TOKEN_ATTR_LSTRIP),
+                    rstrip=bool(attr & llama.LLAMA_TOKEN_ATTR_RSTRIP)))
+        found.sort(key=lambda t: len(t.text.encode()), reverse=True)  # stable: ids in order
+        return found
 
     def piece(self, token: int) -> bytes:
         """The bytes a token stands for (special tokens render as nothing); cached."""
@@ -255,3 +325,31 @@ class LlamaRuntime:
         if self.model:
             llama.llama_model_free(self.model)
             self.model = None
+
+
+def _split_at(pieces: list[int | tuple[int, int]], markup: str,
+              special: SpecialToken) -> list[int | tuple[int, int]]:
+    """Split the text pieces ((start, end) of ``markup``) at each occurrence of ``special``,
+    as llama.cpp's ``tokenizer_st_partition`` does for one token."""
+    out: list[int | tuple[int, int]] = []
+    text = special.text
+    for piece in pieces:
+        if isinstance(piece, int):
+            out.append(piece)
+            continue
+        start, end = piece
+        while (match := markup.find(text, start, end)) >= 0:
+            left = match
+            if special.lstrip:
+                while left > start and markup[left - 1] in _C_SPACE:
+                    left -= 1
+            if left > start:
+                out.append((start, left))
+            out.append(special.id)
+            start = match + len(text)
+            if special.rstrip:
+                while start < end and markup[start] in _C_SPACE:
+                    start += 1
+        if start < end:
+            out.append((start, end))
+    return out

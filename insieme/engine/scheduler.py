@@ -4,8 +4,13 @@ Each step every decoding sequence adds its one new token; the rest of the token 
 to prompt chunks (chunked prefill) of sequences still prefilling, oldest first, then to newly
 admitted requests. Every waiting request that fits the free KV slots is admitted at once, even
 past the budget (its prefill then waits for a later step), so that placement sees a whole
-burst of arrivals together. A request that finds the queue full is refused
-before it gets here (see ``LlamaEngine.submit``).
+burst of arrivals together. A request that finds the queue full is refused before it gets
+here (see ``LlamaEngine.submit``).
+
+While any sequence decodes, a prompt with more than ``long_prefill_threshold`` tokens still
+to feed gets at most that many a step (vLLM's ``--long-prefill-token-threshold``): one long
+prompt then costs the running streams a little each step instead of stalling them for whole
+seconds of prefill.
 """
 
 from __future__ import annotations
@@ -43,10 +48,12 @@ class Scheduler:
         max_num_seqs: int,
         token_budget: int,
         kv_pool: int | None = None,
+        long_prefill_threshold: int = 0,  # 0: prompts take what the budget leaves
     ) -> None:
         self.slots = slots
         self.max_num_seqs = max_num_seqs
         self.token_budget = token_budget
+        self.long_prefill_threshold = long_prefill_threshold
         # A shared KV pool (None: a stream per sequence, which never runs short).
         self.kv_pool = kv_pool
         self.waiting: deque[Sequence] = deque()  # group leaders; followers ride along
@@ -76,10 +83,11 @@ class Scheduler:
                 budget -= 1
             else:
                 prefilling.append(seq)
+        decoding = bool(work)
         for seq in prefilling:
             if budget <= 0:
                 break
-            count = min(seq.num_pending, budget)
+            count = self._chunk(seq, budget, decoding)
             work.append(Work(seq, seq.num_computed, count))
             budget -= count
         # Everyone who fits is admitted now, even past the token budget (their prefill then
@@ -97,10 +105,18 @@ class Scheduler:
             self._admit(leader, arriving)
             arriving -= needed
             if budget > 0:
-                count = min(leader.num_pending, budget)
+                count = self._chunk(leader, budget, decoding)
                 work.append(Work(leader, leader.num_computed, count))
                 budget -= count
         return work
+
+    def _chunk(self, seq: Sequence, budget: int, decoding: bool) -> int:
+        """Prompt tokens ``seq`` feeds this step."""
+        count = min(seq.num_pending, budget)
+        limit = self.long_prefill_threshold
+        if decoding and 0 < limit < seq.num_pending:
+            count = min(count, limit)
+        return count
 
     def _fits(self) -> int:
         """How many waiting sequences (followers included) the free slots can take now."""

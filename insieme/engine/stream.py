@@ -19,17 +19,23 @@ class RequestStream:
         self.request_id = request_id
         self._queue: asyncio.Queue[StepOutput] = asyncio.Queue()
         self._open_choices = n  # counted as the reader sees them
-        self._undelivered = n  # counted as the engine delivers them
+        self._undelivered = set(range(n))  # choices whose last output is still to come
         self._on_abort = on_abort
         self._done = False
 
     def put(self, output: StepOutput) -> None:
         self._queue.put_nowait(output)
+        if output.finish_reason is not None:
+            self._undelivered.discard(output.index)
 
-    def finished_choice(self) -> bool:
-        """Note that a choice's last output was delivered; True once all of them were."""
-        self._undelivered -= 1
-        return self._undelivered == 0
+    @property
+    def delivered(self) -> bool:
+        """Whether every choice's last output has been put."""
+        return not self._undelivered
+
+    def open_choices(self) -> list[int]:
+        """The choices whose last output has not been put yet."""
+        return sorted(self._undelivered)
 
     def __aiter__(self) -> AsyncIterator[StepOutput]:
         return self._iterate()

@@ -6,6 +6,15 @@ import enum
 from dataclasses import dataclass, field
 
 
+class EngineState(enum.StrEnum):
+    """Where an engine is in its life: it serves only while ``READY``."""
+
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"  # the model did not load, or the engine died; ``failure`` says why
+    STOPPED = "stopped"
+
+
 class FinishReason(enum.StrEnum):
     STOP = "stop"  # end-of-generation token or a stop string
     LENGTH = "length"  # max_tokens or the context ran out
@@ -49,6 +58,15 @@ class SamplingParams:
         return (self.greedy and not self.logit_bias and self.grammar is None
                 and self.repetition_penalty == 1.0 and not self.frequency_penalty
                 and not self.presence_penalty)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPrompt:
+    """A conversation rendered with the chat template: ``text`` as rendered (what ``echo``
+    shows) and its ``tokens``, in which only the template's own markup is special tokens."""
+
+    text: str
+    tokens: list[int]
 
 
 @dataclass(slots=True)

@@ -88,20 +88,35 @@ def test_tokens_per_minute() -> None:
     clock = Clock()
     limiter = RateLimiter(clock)
     key = ApiKey("k", "0" * 64, tokens_per_minute=100)
-    limiter.check_prompt(key, 60)
-    limiter.charge(key, 60)
+    first = limiter.reserve(key, 60, 0)
+    limiter.settle(first, 60)
     clock.now += 30
     with pytest.raises(RateLimitError) as refused:
-        limiter.check_prompt(key, 50)  # 60 + 50 > 100
+        limiter.reserve(key, 50, 0)  # 60 + 50 > 100
     assert refused.value.headers["Retry-After"] == "30"
-    limiter.check_prompt(key, 40)
-    limiter.charge(key, 40)
+    limiter.settle(limiter.reserve(key, 40, 0), 40)
     with pytest.raises(RateLimitError):
         limiter.admit(key)  # nothing left this minute
     clock.now += 31
     limiter.admit(key)
     with pytest.raises(RateLimitError, match="more than key 'k' may use"):
-        limiter.check_prompt(key, 101)
+        limiter.reserve(key, 101, 0)
+
+
+def test_tokens_per_minute_reserves_max_tokens_then_refunds() -> None:
+    """Concurrent requests are admitted against all they may generate, not only their
+    prompts (which let them overshoot the limit together); what they did not use comes back."""
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    key = ApiKey("k", "0" * 64, tokens_per_minute=100)
+    running = limiter.reserve(key, 10, 50)  # holds 60 while it runs
+    with pytest.raises(RateLimitError):
+        limiter.reserve(key, 10, 50)  # a second at once would reach 120
+    limiter.settle(running, 10 + 5)  # it stopped after 5 tokens: 45 come back
+    limiter.reserve(key, 10, 50)  # 15 + 60 fits
+    # One request may always ask for up to the whole minute.
+    clock.now += 61
+    limiter.reserve(key, 10, 5000)
 
 
 def test_keys_and_limits_over_http(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ async def engine() -> AsyncIterator[LlamaEngine]:
 
 
 def chat_tokens(engine: LlamaEngine, messages: list[dict[str, str]]) -> list[int]:
-    return engine.tokenize(engine.render_chat(messages))
+    return engine.render_chat(messages).tokens
 
 
 async def greedy(engine: LlamaEngine, tokens: list[int], max_tokens: int,

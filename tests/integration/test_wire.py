@@ -130,7 +130,7 @@ def test_max_tokens_and_length(real_server: Server) -> None:
     r = httpx.post(f"{real_server.base_url}/completions", timeout=120, json={
         "model": MODEL, "prompt": "One, two, three,", "max_tokens": 7, "temperature": 0})
     body = r.json()
-    assert body["object"] == "text.completion"
+    assert body["object"] == "text_completion"  # openai's name: httpx is no Together SDK
     assert body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 7
     assert body["prompt"] == []
@@ -140,7 +140,7 @@ def test_completion_stream_shape(real_server: Server) -> None:
     payload = {"model": MODEL, "prompt": "Hello", "max_tokens": 4, "stream": True,
                "temperature": 0}
     with httpx.stream("POST", f"{real_server.base_url}/completions", json=payload,
-                      timeout=60) as response:
+                      headers={"User-Agent": "Together/Python 3.1.1"}, timeout=60) as response:
         payloads = sse_events(response)
     assert payloads[-1] == "[DONE]"
     chunks = [json.loads(p) for p in payloads[:-1]]
