@@ -25,6 +25,7 @@ import jsonschema
 import llama_cpp as llama
 from llama_cpp.llama_grammar import SchemaConverter
 
+from insieme.engine.gbnf import factor_alternatives
 from insieme.errors import InvalidRequestError
 
 # Keywords the grammar cannot enforce: refused, so output never silently breaks them.
@@ -124,7 +125,7 @@ def _build_grammar(schema: Any, param: str) -> str:
     except (AssertionError, KeyError, ValueError, TypeError, RecursionError) as exc:
         raise InvalidRequestError(f"the schema cannot be turned into a grammar: {exc}",
                                   param=param) from exc
-    grammar = grammar.replace(_CONVERTER_CHAR, _JSON_CHAR)
+    grammar = factor_alternatives(grammar.replace(_CONVERTER_CHAR, _JSON_CHAR))
     if not grammar_parses(grammar):
         raise InvalidRequestError("the schema cannot be turned into a grammar", param=param)
     return grammar
