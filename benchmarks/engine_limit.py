@@ -16,9 +16,9 @@ import sys
 import time
 
 from insieme.config import EngineConfig, bundled_model_path
-from insieme.engine.llama_engine import LlamaEngine
-from insieme.engine.llama_runtime import Batch, ContextShape, LlamaRuntime
-from insieme.engine.sampler import Sampler
+from insieme.engine.llama.engine import LlamaEngine
+from insieme.engine.llama.runtime import Batch, ContextShape, LlamaRuntime
+from insieme.engine.llama.sampler import Sampler
 from insieme.engine.types import GenerationRequest, SamplingParams
 
 PROMPT = "<|im_start|>user\nWrite a long story about a lighthouse keeper.<|im_end|>\n" \
@@ -56,11 +56,11 @@ def raw_decode(runtime: LlamaRuntime, n_seqs: int, n_tokens: int) -> float:
 
 async def engine_decode(engine: LlamaEngine, n_seqs: int, n_tokens: int) -> float:
     """Output tok/s of insieme's engine loop on n_seqs concurrent requests (no HTTP)."""
-    prompt = engine.tokenize(PROMPT, add_special=False)
+    prompt = await engine.tokenize(PROMPT, add_special=False)
     params = SamplingParams(temperature=0, max_tokens=n_tokens, ignore_eos=True)
 
     async def one(i: int) -> int:
-        stream = engine.submit(GenerationRequest(f"b{n_seqs}-{i}", prompt, params))
+        stream = await engine.submit(GenerationRequest(f"b{n_seqs}-{i}", prompt, params))
         count = 0
         async for output in stream:
             count += output.token is not None

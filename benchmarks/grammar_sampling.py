@@ -13,10 +13,11 @@ import time
 
 import llama_cpp as llama
 
-from insieme.config import bundled_model_path
-from insieme.engine.grammar import json_schema_grammar
-from insieme.engine.llama_runtime import Batch, ContextShape, LlamaRuntime
-from insieme.engine.sampler import Sampler
+from insieme.config import EngineConfig, bundled_model_path
+from insieme.engine.constraints import JsonSchema
+from insieme.engine.llama.grammar import compile_constraint
+from insieme.engine.llama.runtime import Batch, ContextShape, LlamaRuntime
+from insieme.engine.llama.sampler import GrammarPrototype, Sampler
 from insieme.engine.types import SamplingParams
 
 PROMPT = "<|im_start|>user\nDescribe three people as JSON.<|im_end|>\n<|im_start|>assistant\n"
@@ -75,12 +76,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     runtime = LlamaRuntime(str(bundled_model_path()), ContextShape(1024, 256, 1, 2))
-    grammar = json_schema_grammar(SCHEMA, param="schema")
+    grammar = compile_constraint(JsonSchema(SCHEMA), max_bytes=EngineConfig().max_grammar_bytes)
+    assert grammar is not None
     kinds = {
         "no grammar": lambda: Sampler(SamplingParams(temperature=0), runtime.n_vocab),
         "grammar in the chain": lambda: ChainSampler(runtime, grammar),
-        "insieme Sampler": lambda: Sampler(SamplingParams(temperature=0, grammar=grammar),
-                                           runtime.n_vocab),
+        "insieme Sampler": lambda: Sampler(SamplingParams(temperature=0), runtime.n_vocab,
+                                           GrammarPrototype(grammar)),
     }
     best: dict[str, float] = {}
     outputs: dict[str, list[int]] = {}

@@ -10,7 +10,6 @@ from typing import Any
 
 from insieme.admin import add_admin_commands
 from insieme.bench.cli import add_bench_command
-from insieme.chat import add_chat_command
 from insieme.config import (
     BUNDLED_MODEL_NAME,
     FAULT_INJECTION_ENV,
@@ -23,6 +22,7 @@ from insieme.config import (
 from insieme.config_file import load_config_file
 from insieme.errors import ConfigError, InsiemeError
 from insieme.ledger import default_ledger_path
+from insieme.terminal_chat import add_chat_command
 
 _ENGINE_DEFAULTS = EngineConfig()
 _SERVER_DEFAULTS = ServerConfig()
@@ -85,11 +85,13 @@ def _add_serve(
                        ("--max-tools", "tools in a chat"),
                        ("--max-stop-strings", "stop strings"),
                        ("--max-stop-length", "characters in one stop string"),
-                       ("--max-schema-bytes", "bytes of a JSON schema that constrains output"),
-                       ("--max-grammar-bytes", "bytes of the grammar a schema becomes")):
+                       ("--max-schema-bytes", "bytes of a JSON schema that constrains output")):
         dest = flag[2:].replace("-", "_")
         limit.add_argument(flag, type=int, default=getattr(_LIMITS_DEFAULTS, dest),
                            metavar="N", help=f"{what} (default: %(default)s)")
+    limit.add_argument("--max-grammar-bytes", type=int,  # the engine's: it compiles grammars
+                       default=_ENGINE_DEFAULTS.max_grammar_bytes, metavar="N",
+                       help="bytes of the grammar a schema becomes (default: %(default)s)")
     limit.add_argument("--max-prompt-chars", type=int, default=None, metavar="N",
                        help="characters of prompt text, before tokenising (default: 16 per "
                        "token of --max-model-len)")
@@ -134,6 +136,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         n_threads=args.threads,
         enable_prefix_caching=not args.no_prefix_caching,
         long_prefill_token_threshold=args.long_prefill_token_threshold,
+        max_grammar_bytes=args.max_grammar_bytes,
     )
     limits = LimitsConfig(
         max_request_bytes=args.max_request_bytes,
@@ -146,7 +149,6 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         max_stop_strings=args.max_stop_strings,
         max_stop_length=args.max_stop_length,
         max_schema_bytes=args.max_schema_bytes,
-        max_grammar_bytes=args.max_grammar_bytes,
         max_prompt_chars=args.max_prompt_chars,
     )
     default_max_tokens = args.default_max_tokens or min(
@@ -163,7 +165,6 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         log_format=args.log_format,
         log_prompts=args.log_prompts,
         shutdown_grace=args.shutdown_grace,
-        fault_injection=os.environ.get(FAULT_INJECTION_ENV) == "1",
         engine=engine_config,
     )
 
@@ -174,13 +175,19 @@ def _serve(args: argparse.Namespace) -> int:
     from insieme.api.app import create_app
     from insieme.api.lifecycle import GracefulServer
     from insieme.api.requestlog import configure_logging, uvicorn_log_config
-    from insieme.engine.llama_engine import LlamaEngine
+    from insieme.engine.base import Engine
+    from insieme.engine.faults import FaultHeader, FaultInjectingEngine
+    from insieme.engine.llama.engine import LlamaEngine
 
     config = server_config(args)
     log_writer = configure_logging(config.log_format, args.log_level)
-    app = create_app(LlamaEngine(config.engine), config)
+    engine: Engine = LlamaEngine(config.engine)
+    if os.environ.get(FAULT_INJECTION_ENV) == "1":  # tests only: X-Insieme-Fault
+        engine = FaultInjectingEngine(engine)
+    app = create_app(engine, config)
+    asgi: Any = FaultHeader(app) if isinstance(engine, FaultInjectingEngine) else app
     server = GracefulServer(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level=args.log_level,
+        uvicorn.Config(asgi, host=config.host, port=config.port, log_level=args.log_level,
                        log_config=uvicorn_log_config(config.log_format), access_log=False,
                        timeout_graceful_shutdown=5),
         app.ctx.lifecycle,

@@ -11,8 +11,8 @@ from insieme.errors import ConfigError
 
 BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
-# Test hook switch: with it set to 1, a request may carry ``X-Insieme-Fault: N`` and the engine
-# fails it once it has N tokens, through its real error path (never set it in production).
+# Test hook switch: with it set to 1, ``insieme serve`` wraps its engine in
+# ``insieme.engine.faults`` and a request may carry ``X-Insieme-Fault`` (never in production).
 FAULT_INJECTION_ENV = "INSIEME_FAULT_INJECTION"
 # Default context when the model's own is larger: keeps a laptop's RAM in reach.
 # Each of --max-num-seqs sequences gets this many KV cells: 16 x 4096 cells of the bundled
@@ -50,6 +50,9 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     # While sequences decode, a longer prompt is fed this many tokens a step; 0: no cap.
     long_prefill_token_threshold: int = 0
+    # The largest grammar a constraint may become (a 400 beyond): llama.cpp parses it on the
+    # engine thread, once per request (about 15 ms at the default here).
+    max_grammar_bytes: int = 256 * 1024
 
     def __post_init__(self) -> None:
         if self.model_path and not Path(self.model_path).is_file():
@@ -66,6 +69,8 @@ class EngineConfig:
             raise ConfigError("--long-prefill-token-threshold must be 0 or more")
         if self.n_threads is not None and self.n_threads < 1:
             raise ConfigError("--threads must be at least 1")
+        if self.max_grammar_bytes < 1:
+            raise ConfigError("--max-grammar-bytes must be at least 1")
 
     @property
     def threads(self) -> int:
@@ -88,14 +93,13 @@ class LimitsConfig:
     max_stop_strings: int = 16
     max_stop_length: int = 256  # characters in one stop string
     max_schema_bytes: int = 32 * 1024  # a response_format schema, or enforced tools' schemas
-    max_grammar_bytes: int = 256 * 1024  # the grammar a schema becomes
     max_prompt_chars: int | None = None  # before tokenising; None: 16 per token of context
 
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1024:
             raise ConfigError("--max-request-bytes must be at least 1024")
         for name in ("max_json_depth", "max_messages", "max_tools", "max_stop_strings",
-                     "max_stop_length", "max_schema_bytes", "max_grammar_bytes"):
+                     "max_stop_length", "max_schema_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_json_depth < 16:
@@ -125,8 +129,6 @@ class ServerConfig:
     log_format: str = "text"  # the per-request log line: "text" (key=value) or "json"
     log_prompts: bool = False  # put prompt text in the request log (off: never)
     shutdown_grace: float = 30.0  # seconds running requests get to finish after SIGTERM
-    # Honour the X-Insieme-Fault test header (set by INSIEME_FAULT_INJECTION=1 only).
-    fault_injection: bool = False
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ import uvicorn
 
 from insieme.api.app import create_app
 from insieme.config import ServerConfig
-from insieme.engine.fake import FakeEngine
+from insieme.engine.fake import ALL_CAPABILITIES, FakeEngine
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SEED_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"
@@ -109,7 +109,7 @@ def _isolated_usage_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture
 def fake_server() -> Iterator[Server]:
-    engine = FakeEngine(token_delay=0.001)
+    engine = FakeEngine(token_delay=0.001, capabilities=ALL_CAPABILITIES)
     with InProcessServer(engine, ServerConfig()) as srv:
         yield Server(base_url=f"{srv.root}/v1", root=srv.root, engine=engine)
 

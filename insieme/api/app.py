@@ -22,9 +22,8 @@ from insieme.api.gate import Gatekeeper
 from insieme.api.keys import KeyRing, RateLimiter
 from insieme.api.lifecycle import Lifecycle
 from insieme.api.metrics import Metrics, metrics_endpoint
-from insieme.api.models import health, list_models
 from insieme.api.openapi import install_openapi
-from insieme.api.tracking import TrackedEngine
+from insieme.api.status import health, list_models
 from insieme.config import ServerConfig
 from insieme.engine.base import Engine
 from insieme.errors import APIError, InternalError, NotFoundError
@@ -77,7 +76,7 @@ def create_app(engine: Engine, config: ServerConfig) -> InsiemeApp:
     lifecycle = Lifecycle()
     limiter = RateLimiter()
     ctx = AppContext(
-        engine=TrackedEngine(engine, config.limits, metrics, limiter, lifecycle.streams),
+        engine=engine,
         config=config,
         metrics=metrics,
         keys=KeyRing.from_config(config.api_key, config.api_keys_file),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,10 +9,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from insieme.api import logprobs, prompting, structured, tools
+from insieme.api import admission, logprobs, prompting, structured, tools
 from insieme.api.context import AppContext
 from insieme.api.schemas import ChatCompletionRequest
-from insieme.api.wire import (
+from insieme.api.streaming import (
     DONE,
     SSE_HEADERS,
     Collected,
@@ -30,6 +29,7 @@ from insieme.api.wire import (
 )
 from insieme.config import LimitsConfig
 from insieme.engine.base import OutputStream
+from insieme.engine.constraints import Constraint
 from insieme.engine.types import FinishReason, GenerationRequest, TokenInfo
 
 
@@ -44,22 +44,19 @@ async def create_chat_completion(request: Request) -> Response:
     messages = prompting.chat_messages(body.messages, limits)
     prompting.check_prompt_size(sum(len(m["content"]) for m in messages), limits,
                                 ctx.engine.info.max_model_len, "messages")
-    grammar: str | None = None
-    if (tool_plan is not None and tool_plan.enforced) or body.response_format:
-        # Off the event loop (a large schema takes a while); cached by canonical schema.
-        grammar = await asyncio.to_thread(_grammar, body, tool_plan, limits)
-    messages, template_tools = tools.prepare(ctx.engine, messages, tool_plan)
-    # Off the event loop: rendering and tokenising a long conversation takes a while.
-    prompt = await asyncio.to_thread(ctx.engine.render_chat, messages, tools=template_tools)
+    constraint = _constraint(body, tool_plan, limits)  # the engine compiles it, off the loop
+    prompt = await ctx.engine.render_chat(messages,
+                                          tools=tool_plan.offered if tool_plan else None)
     prompt_text, tokens = prompt.text, prompt.tokens
     requested = body.max_completion_tokens or body.max_tokens
     tokens, max_tokens = prompting.fit_to_context(ctx.engine, ctx.config, body, tokens, requested)
     echo = bool(body.echo) and not body.stream  # Together's ``prompt`` field, whole responses
     params = prompting.sampling_params(body, max_tokens, n_vocab=ctx.engine.info.n_vocab,
-                                       grammar=grammar, logprobs=options, echo=echo,
+                                       constraint=constraint, logprobs=options, echo=echo,
                                        limits=limits)
     request_id = new_id("chatcmpl")
-    stream = ctx.engine.submit(GenerationRequest(request_id, tokens, params, body.n))
+    stream = await admission.submit(ctx, request.state.record,
+                                    GenerationRequest(request_id, tokens, params, body.n))
     reply = _Reply(request_id, ctx.config.model_id, body.n, tool_plan, options)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -84,12 +81,12 @@ async def create_chat_completion(request: Request) -> Response:
     )
 
 
-def _grammar(body: ChatCompletionRequest, tool_plan: tools.ToolPlan | None,
-             limits: LimitsConfig) -> str | None:
-    """The grammar that ``tool_choice`` or ``response_format`` asks sampling to follow."""
+def _constraint(body: ChatCompletionRequest, tool_plan: tools.ToolPlan | None,
+                limits: LimitsConfig) -> Constraint | None:
+    """What ``tool_choice`` or ``response_format`` asks the output to be."""
     if tool_plan is not None and tool_plan.enforced:
-        return tools.call_grammar(tool_plan, limits)
-    return structured.response_grammar(body.response_format, limits)
+        return tools.call_constraint(tool_plan, limits)
+    return structured.response_constraint(body.response_format, limits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,10 +9,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from insieme.api import logprobs, prompting
+from insieme.api import admission, logprobs, prompting
 from insieme.api.context import AppContext
 from insieme.api.schemas import CompletionRequest
-from insieme.api.wire import (
+from insieme.api.streaming import (
     DONE,
     SSE_HEADERS,
     Collected,
@@ -35,14 +34,13 @@ from insieme.errors import InvalidRequestError
 
 async def _single_prompt(ctx: AppContext, body: CompletionRequest) -> list[int]:
     prompt = body.prompt
-    # Strings are tokenised off the event loop, special token text parsed: the caller
-    # wrote the whole prompt, markup and all.
+    # Special token text in a string is parsed: the caller wrote the whole prompt.
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
     if isinstance(prompt, str):
         prompting.check_prompt_size(len(prompt), ctx.config.limits,
                                     ctx.engine.info.max_model_len, "prompt")
-        return await asyncio.to_thread(ctx.engine.tokenize, prompt)
+        return await ctx.engine.tokenize(prompt)
     if prompt and all(isinstance(t, int) for t in prompt):
         vocab = ctx.engine.info.n_vocab
         ids = [int(t) for t in prompt]  # type: ignore[arg-type]
@@ -71,7 +69,8 @@ async def create_completion(request: Request) -> Response:
                                        logprobs=options, echo=bool(body.echo),
                                        limits=ctx.config.limits)
     request_id = new_id("cmpl")
-    stream = ctx.engine.submit(GenerationRequest(request_id, tokens, params, body.n))
+    stream = await admission.submit(ctx, request.state.record,
+                                    GenerationRequest(request_id, tokens, params, body.n))
     echo = _Echo.of(request, body) if body.echo else None
     objects = _TOGETHER_OBJECTS if _from_together(request) else _OPENAI_OBJECTS
     reply = _Reply(request_id, ctx.config.model_id, body.n, options, echo, objects)

@@ -19,11 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from insieme.api.context import AppContext
 from insieme.api.requestlog import QUIET_PATHS, log_request
-from insieme.api.tracking import CURRENT, RequestRecord
+from insieme.api.tracking import RequestRecord
 from insieme.errors import (
     APIError,
     AuthenticationError,
-    InvalidRequestError,
     PayloadTooLarge,
     ServiceUnavailable,
 )
@@ -37,7 +36,6 @@ PUBLIC_PREFIXES = ("/static/",)
 # Requests that count against a key's requests per minute.
 GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
-FAULT_HEADER = "x-insieme-fault"
 
 
 class Gatekeeper:
@@ -58,7 +56,8 @@ class Gatekeeper:
             client_request_id=given_id if given_id and _REQUEST_ID.fullmatch(given_id) else None,
         )
         lifecycle = self.ctx.lifecycle
-        token = CURRENT.set(record)
+        # The route reads it as request.state.record.
+        scope = {**scope, "state": {**scope.get("state", {}), "record": record}}
         lifecycle.active.add(record)
         try:
             error = self._admit(record, headers)
@@ -72,7 +71,6 @@ class Gatekeeper:
                 # The response is over: nothing the engine still runs for it has a reader.
                 await stream.aclose()
             lifecycle.active.discard(record)
-            CURRENT.reset(token)
             self._settle(record)
 
     def _admit(self, record: RequestRecord, headers: Headers) -> APIError | None:
@@ -95,13 +93,6 @@ class Gatekeeper:
         limit = ctx.config.limits.max_request_bytes
         if length is not None and length.isdigit() and int(length) > limit:
             return PayloadTooLarge(f"the request body is {length} bytes; the limit is {limit}")
-        if ctx.config.fault_injection and FAULT_HEADER in headers:
-            value = headers[FAULT_HEADER]
-            record.fault_fatal = value.startswith("engine:")
-            try:
-                record.fault_after = int(value.removeprefix("engine:"))
-            except ValueError:
-                return InvalidRequestError(f"{FAULT_HEADER} must be N or engine:N")
         if ctx.config.log_prompts and path in GENERATION_PATHS:
             record.body = bytearray()
         return None

@@ -108,6 +108,8 @@ class GracefulServer(uvicorn.Server):
         self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
+        if self.engine is not None:
+            self.engine.drain()  # running requests carry on; the engine takes no new ones
         try:
             await self.lifecycle.drain(self.grace)
         finally:

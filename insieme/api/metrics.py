@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from insieme.engine.base import Engine
+from insieme.engine.types import EngineStats
 
 # vLLM's buckets, with finer steps at the low end where a small model on a CPU lives.
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
@@ -69,7 +70,10 @@ class Metrics:
                                "event inside a stream, the status it stands for).",
                                ["model_name", "status"], registry=self.registry)
         self._model_name = model_name
-        self.registry.register(EngineCollector(engine, model_name))
+        # The engine's gauges as of the scrape (``refresh`` reads them, asynchronously).
+        self.engine_stats = EngineStats(running=0, waiting=0)
+        self._engine = engine
+        self.registry.register(EngineCollector(self, model_name))
 
     def request_success(self, finished_reason: str) -> None:
         self._success.labels(self._model_name, finished_reason).inc()
@@ -77,19 +81,20 @@ class Metrics:
     def request_error(self, status: int) -> None:
         self._errors.labels(self._model_name, str(status)).inc()
 
-    def render(self) -> bytes:
+    async def render(self) -> bytes:
+        self.engine_stats = await self._engine.stats()
         return generate_latest(self.registry)
 
 
 class EngineCollector(Collector):
-    """Gauges read from ``Engine.stats()`` when Prometheus scrapes."""
+    """Gauges from ``Engine.stats()``, read when Prometheus scrapes."""
 
-    def __init__(self, engine: Engine, model_name: str) -> None:
-        self._engine = engine
+    def __init__(self, metrics: Metrics, model_name: str) -> None:
+        self._metrics = metrics
         self._model_name = model_name
 
     def collect(self) -> Iterator[Metric]:
-        stats = self._engine.stats()
+        stats = self._metrics.engine_stats
         total = stats.kv_cells_total
         gauges = [
             ("num_requests_running", "Sequences in the running batch.", stats.running),
@@ -110,4 +115,4 @@ class EngineCollector(Collector):
 
 async def metrics_endpoint(request: Request) -> Response:
     metrics: Metrics = request.app.state.ctx.metrics
-    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(await metrics.render(), media_type=CONTENT_TYPE_LATEST)

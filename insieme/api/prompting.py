@@ -8,6 +8,7 @@ from insieme.api.logprobs import LogprobOptions
 from insieme.api.schemas import ChatCompletionRequest, ChatMessage, SamplingFields
 from insieme.config import LimitsConfig, ServerConfig
 from insieme.engine.base import Engine
+from insieme.engine.constraints import Constraint
 from insieme.engine.types import SamplingParams
 from insieme.errors import InvalidRequestError, ModelNotFoundError
 
@@ -110,7 +111,7 @@ def sampling_params(
     max_tokens: int,
     *,
     n_vocab: int = 0,
-    grammar: str | None = None,
+    constraint: Constraint | None = None,
     logprobs: LogprobOptions | None = None,
     echo: bool = False,
     limits: LimitsConfig | None = None,
@@ -131,7 +132,7 @@ def sampling_params(
         max_tokens=max_tokens,
         stop=stop,
         ignore_eos=body.ignore_eos,
-        grammar=grammar,
+        constraint=constraint,
         logit_bias=logit_bias(body, n_vocab),
         logprobs=None if logprobs is None else logprobs.top,
         echo=echo,

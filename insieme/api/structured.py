@@ -1,19 +1,14 @@
-"""``response_format``: JSON mode and JSON schemas, enforced by a grammar during sampling."""
+"""``response_format``: JSON mode and JSON schemas, as a backend-neutral ``Constraint`` the
+engine enforces during sampling (what it cannot enforce, it refuses by name)."""
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from typing import Any
 
 from insieme.config import LimitsConfig
-from insieme.engine.grammar import JSON_OBJECT_SCHEMA, json_schema_grammar
+from insieme.engine.constraints import Constraint, JsonObject, JsonSchema, check_schema
 from insieme.errors import InvalidRequestError
-
-
-@lru_cache(maxsize=1)
-def json_object_grammar() -> str:
-    return json_schema_grammar(JSON_OBJECT_SCHEMA, param="response_format")
 
 
 def check_schema_size(schema: Any, limits: LimitsConfig, param: str) -> None:
@@ -25,13 +20,14 @@ def check_schema_size(schema: Any, limits: LimitsConfig, param: str) -> None:
             " (--max-schema-bytes)", param=param, code="schema_too_large")
 
 
-def response_grammar(response_format: dict[str, Any] | None,
-                     limits: LimitsConfig | None = None) -> str | None:
-    """The grammar ``response_format`` asks for, or None for free text.
+def response_constraint(response_format: dict[str, Any] | None,
+                        limits: LimitsConfig | None = None) -> Constraint | None:
+    """The constraint ``response_format`` asks for, or None for free text.
 
     Accepted: ``{type: "text"}``, ``{type: "json_object"}``, ``{type: "json_schema",
     json_schema: {name, schema, strict}}`` and Together's older forms with ``schema`` beside
-    ``type`` (``json_object`` or ``json_schema``), which together 1.x sends.
+    ``type`` (``json_object`` or ``json_schema``), which together 1.x sends. A schema must be
+    one by its meta-schema and within ``--max-schema-bytes``.
     """
     if not response_format:
         return None
@@ -56,7 +52,7 @@ def response_grammar(response_format: dict[str, Any] | None,
             param="response_format.type",
         )
     if schema is None:
-        return json_object_grammar()
-    limits = limits or LimitsConfig()
-    check_schema_size(schema, limits, param)
-    return json_schema_grammar(schema, param=param, max_bytes=limits.max_grammar_bytes)
+        return JsonObject(param="response_format")
+    check_schema_size(schema, limits or LimitsConfig(), param)
+    check_schema(schema, param=param)
+    return JsonSchema(schema, param=param)

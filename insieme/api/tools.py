@@ -9,13 +9,13 @@ system prompt, calls as ``<tool_call>`` blocks in the assistant's text, results 
 
 Reading calls back accepts ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` blocks
 and a reply that is one bare JSON call or a list of them (Llama 3.x, Mistral), naming a
-declared tool. With ``tool_choice`` ``required`` or a named function, a grammar makes the
-reply exactly one ``<tool_call>`` block whose arguments validate against the tool's schema.
+declared tool. With ``tool_choice`` ``required`` or a named function, a ``ToolCall``
+constraint makes the reply exactly one ``<tool_call>`` block whose arguments validate against
+the tool's schema.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import secrets
@@ -25,26 +25,14 @@ from typing import Any
 from insieme.api.schemas import ChatCompletionRequest
 from insieme.api.structured import check_schema_size
 from insieme.config import LimitsConfig
-from insieme.engine.base import Engine
-from insieme.engine.grammar import check_schema, json_schema_grammar, rename_root
+from insieme.engine.constraints import ToolCall, ToolFunction, check_schema
+from insieme.engine.tool_prompt import parse_arguments
 from insieme.errors import InvalidRequestError
-
-TOOLS_PROMPT = """You can call functions to help with the user's request. They are described \
-by JSON Schema within <tools></tools>:
-<tools>
-{tools}
-</tools>
-To call a function, answer with one <tool_call></tool_call> block per call, each holding a \
-JSON object with the function's name and its arguments:
-<tool_call>
-{{"name": "<function name>", "arguments": {{<arguments as a JSON object>}}}}
-</tool_call>"""
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 _MARKERS = ("<tool_call>",)
 _BARE_PREFIXES = ("[TOOL_CALLS]", "<|python_tag|>")
-_CALL_RULE = "insieme-tool-call"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,133 +121,17 @@ def _checked_tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
     return {"type": "function", "function": checked}
 
 
-def call_grammar(plan: ToolPlan, limits: LimitsConfig | None = None) -> str:
-    """The grammar of one ``<tool_call>`` block calling a tool ``plan`` allows."""
-    limits = limits or LimitsConfig()
-    check_schema_size([tool["function"]["parameters"] for tool in plan.tools
-                       if tool["function"]["name"] in plan.callable_names], limits, "tools")
-    branches: list[dict[str, Any]] = []
-    defs: dict[str, dict[str, Any]] = {"$defs": {}, "definitions": {}}
-    for i, tool in enumerate(plan.tools):
-        function = tool["function"]
-        if function["name"] not in plan.callable_names:
-            continue
-        param = f"tools.{i}.function.parameters"
-        # Names this tool if refused.
-        json_schema_grammar(function["parameters"], param=param,
-                            max_bytes=limits.max_grammar_bytes)
-        parameters = copy.deepcopy(function["parameters"])
-        for key in defs:  # references are to the root: move definitions up to the call's
-            for name, sub in parameters.pop(key, {}).items():
-                if defs[key].setdefault(name, sub) != sub:
-                    raise InvalidRequestError(f"tools define different '{key}/{name}'",
-                                              param=param)
-        branches.append({"type": "object",
-                         "properties": {"name": {"const": function["name"]},
-                                        "arguments": parameters},
-                         "required": ["name", "arguments"]})
-    schema: dict[str, Any] = branches[0] if len(branches) == 1 else {"anyOf": branches}
-    schema.update({key: entries for key, entries in defs.items() if entries})
-    check_schema_size(schema, limits, "tools")
-    grammar = rename_root(json_schema_grammar(schema, param="tools",
-                                              max_bytes=limits.max_grammar_bytes), _CALL_RULE)
-    return f'{grammar}\nroot ::= "<tool_call>\\n" {_CALL_RULE} "\\n</tool_call>"'
-
-
-# -- prompts ----------------------------------------------------------------------------------
-
-_PROBE_TOOL = "insieme_probe_tool_x7"
-_PROBE_CALL = "insieme_probe_call_x7"
-_PROBE_RESULT = "insieme_probe_result_x7"
-_native: dict[str | None, bool] = {}
-
-
-def native_tools(engine: Engine) -> bool:
-    """Whether the chat template renders tools, tool calls and tool results itself."""
-    source = engine.info.chat_template
-    if source not in _native:
-        probe: list[dict[str, Any]] = [
-            {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": "", "tool_calls": [
-                {"id": "call_0", "type": "function",
-                 "function": {"name": _PROBE_CALL, "arguments": {}}}]},
-            {"role": "tool", "tool_call_id": "call_0", "content": _PROBE_RESULT},
-        ]
-        tools = [{"type": "function", "function": {"name": _PROBE_TOOL, "parameters": {}}}]
-        try:
-            text = engine.render_chat(probe, tools=tools).text
-        except InvalidRequestError:
-            text = ""
-        _native[source] = all(s in text for s in (_PROBE_TOOL, _PROBE_CALL, _PROBE_RESULT))
-    return _native[source]
-
-
-def prepare(engine: Engine, messages: list[dict[str, Any]],
-            tool_plan: ToolPlan | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-    """The messages and ``tools`` to render the chat template with."""
-    offered = tool_plan.offered if tool_plan else []
-    has_history = any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
-    if not offered and not has_history:
-        return messages, None
-    if native_tools(engine):
-        return [_with_object_arguments(m) for m in messages], offered or None
-    return generic_messages(messages, offered), None
-
-
-def _arguments(arguments: Any) -> Any:
-    if isinstance(arguments, str):
-        try:
-            return json.loads(arguments)
-        except json.JSONDecodeError:
-            return arguments
-    return arguments
-
-
-def _with_object_arguments(message: dict[str, Any]) -> dict[str, Any]:
-    # Hugging Face templates write ``arguments | tojson``: they want an object, not a string.
-    if not message.get("tool_calls"):
-        return message
-    calls = [{**call, "function": {**call["function"],
-                                   "arguments": _arguments(call["function"]["arguments"])}}
-             for call in message["tool_calls"]]
-    return {**message, "tool_calls": calls}
-
-
-def generic_messages(messages: list[dict[str, Any]],
-                     tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The conversation in the generic tool format, for templates that know no tools."""
-    out: list[dict[str, Any]] = []
-    last_tool_turn = -1
-    for message in messages:
-        role = message["role"]
-        if role == "tool":
-            block = f"<tool_response>\n{message['content']}\n</tool_response>"
-            if last_tool_turn == len(out) - 1 and out:
-                out[-1]["content"] += "\n" + block
-            else:
-                out.append({"role": "user", "content": block})
-                last_tool_turn = len(out) - 1
-            continue
-        entry = {"role": role, "content": message["content"]}
-        if message.get("tool_calls"):
-            blocks = [call_block(call["function"]["name"], call["function"]["arguments"])
-                      for call in message["tool_calls"]]
-            entry["content"] = "\n".join([message["content"], *blocks] if message["content"]
-                                         else blocks)
-        out.append(entry)
-    if tools:
-        listing = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in tools)
-        prompt = TOOLS_PROMPT.format(tools=listing)
-        if out and out[0]["role"] == "system":
-            out[0] = {**out[0], "content": f"{out[0]['content']}\n\n{prompt}"}
-        else:
-            out.insert(0, {"role": "system", "content": prompt})
-    return out
-
-
-def call_block(name: str, arguments: Any) -> str:
-    call = json.dumps({"name": name, "arguments": _arguments(arguments)}, ensure_ascii=False)
-    return f"<tool_call>\n{call}\n</tool_call>"
+def call_constraint(plan: ToolPlan, limits: LimitsConfig | None = None) -> ToolCall:
+    """One ``<tool_call>`` block calling a tool ``plan`` allows, with arguments valid for it
+    (forced with ``tool_choice`` ``required`` or a named function). The schemas passed their
+    meta-schema in ``plan``; refusals of what the engine cannot enforce name the tool."""
+    functions = tuple(
+        ToolFunction(tool["function"]["name"], tool["function"]["parameters"],
+                     param=f"tools.{i}.function.parameters")
+        for i, tool in enumerate(plan.tools) if tool["function"]["name"] in plan.callable_names)
+    check_schema_size([function.parameters for function in functions],
+                      limits or LimitsConfig(), "tools")
+    return ToolCall(functions, forced=plan.enforced)
 
 
 # -- reading calls back -----------------------------------------------------------------------
@@ -298,7 +170,7 @@ def _json_or_none(text: str) -> Any:
 def _call(value: Any, names: set[str]) -> dict[str, Any] | None:
     if not isinstance(value, dict) or value.get("name") not in names:
         return None
-    arguments = _arguments(value.get("arguments", value.get("parameters", {})))
+    arguments = parse_arguments(value.get("arguments", value.get("parameters", {})))
     if not isinstance(arguments, dict):
         return None
     return {"id": f"call_{secrets.token_hex(12)}", "type": "function",

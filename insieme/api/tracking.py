@@ -1,37 +1,26 @@
-"""Each request's record, and the engine wrapper that fills it in as outputs arrive.
+"""Each request's record, and the stream wrapper that fills it in as outputs arrive.
 
-The gate (``insieme.api.gate``) opens a ``RequestRecord`` for every HTTP request and makes it
-the current one; the routes call the engine as before, through ``TrackedEngine``, which checks
-the per-request limits at ``submit`` and wraps the output stream. ``TrackedStream`` times the
-tokens (TTFT, inter-token latency), counts them, and ends the request early with an error
-when its time is up (``--request-timeout``) or the server is shutting down.
+The gate (``insieme.api.gate``) opens a ``RequestRecord`` for every HTTP request and hands it
+to the route (``request.state.record``); ``insieme.api.admission`` fills in what the engine
+was asked for and wraps the engine's stream in a ``TrackedStream``, which times the tokens
+(TTFT, inter-token latency), counts them, and ends the request early with an error when its
+time is up (``--request-timeout``) or the server is shutting down.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
-from insieme.api.keys import ApiKey, RateLimiter, Reservation
+from insieme.api.keys import ApiKey, Reservation
 from insieme.api.metrics import Metrics
-from insieme.api.wire import EndedByServer
-from insieme.config import LimitsConfig
-from insieme.engine.base import Engine, OutputStream
-from insieme.engine.types import (
-    ChatPrompt,
-    EngineState,
-    EngineStats,
-    FinishReason,
-    GenerationRequest,
-    ModelInfo,
-    StepOutput,
-)
-from insieme.errors import APIError, InvalidRequestError, RequestTimeout
+from insieme.api.streaming import EndedByServer
+from insieme.engine.base import OutputStream
+from insieme.engine.types import FinishReason, StepOutput
+from insieme.errors import APIError, RequestTimeout
 
 
 @dataclass(eq=False)
@@ -57,9 +46,7 @@ class RequestRecord:
     queue_seconds: float | None = None
     error_status: int | None = None  # an error ended it inside the stream
     error_message: str | None = None
-    fault_after: int | None = None  # X-Insieme-Fault (fault injection only)
     reservation: Reservation | None = None  # its tokens held in its key's window
-    fault_fatal: bool = False  # X-Insieme-Fault: engine:N kills the engine there
     body: bytearray | None = None  # kept only with --log-prompts
     streams: list[TrackedStream] = field(default_factory=list)  # what it asked the engine for
     own_id: str = field(default_factory=lambda: f"req-{secrets.token_hex(12)}")
@@ -74,10 +61,6 @@ class RequestRecord:
         return ",".join(self.finish_reasons) if self.finish_reasons else None
 
 
-CURRENT: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
-    "insieme_request", default=None)
-
-
 class StreamRegistry:
     """The streams in flight, so shutdown can end the ones its grace period did not see out."""
 
@@ -89,101 +72,6 @@ class StreamRegistry:
         self.expired_by = error
         for stream in list(self.streams):
             stream.expire(error)
-
-
-class TrackedEngine:
-    """The engine as the routes see it: the same calls, with limits checked and outputs timed."""
-
-    def __init__(self, engine: Engine, limits: LimitsConfig, metrics: Metrics,
-                 limiter: RateLimiter, registry: StreamRegistry) -> None:
-        self.engine = engine
-        self._limits = limits
-        self._metrics = metrics
-        self._limiter = limiter
-        self._registry = registry
-
-    @property
-    def info(self) -> ModelInfo:  # LlamaEngine replaces its info once the model is loaded
-        return self.engine.info
-
-    @property
-    def ready(self) -> bool:
-        return self.engine.ready
-
-    @property
-    def state(self) -> EngineState:
-        return self.engine.state
-
-    @property
-    def failure(self) -> str | None:
-        return self.engine.failure
-
-    async def wait_ready(self) -> None:
-        await self.engine.wait_ready()
-
-    async def start(self) -> None:
-        await self.engine.start()
-
-    async def stop(self) -> None:
-        await self.engine.stop()
-
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        return self.engine.tokenize(text, add_special=add_special)
-
-    def render_chat(self, messages: list[dict[str, Any]], *,
-                    tools: list[dict[str, Any]] | None = None) -> ChatPrompt:
-        return self.engine.render_chat(messages, tools=tools)
-
-    def stats(self) -> EngineStats:
-        return self.engine.stats()
-
-    def inject_fault(self, request_id: str, after_tokens: int, *, fatal: bool = False) -> None:
-        self.engine.inject_fault(request_id, after_tokens, fatal=fatal)
-
-    def submit(self, request: GenerationRequest) -> OutputStream:
-        record = CURRENT.get() or RequestRecord(method="POST", path="")
-        self._check_limits(record, request)
-        if record.fault_after is not None:
-            self.engine.inject_fault(request.request_id, record.fault_after,
-                                     fatal=record.fault_fatal)
-        if record.key is not None:
-            record.reservation = self._limiter.reserve(
-                record.key, len(request.prompt_tokens),
-                request.sampling.max_tokens * request.n)
-        try:
-            stream = self.engine.submit(request)
-        except BaseException:
-            self._limiter.settle(record.reservation, 0)
-            raise
-        record.completion_id = request.request_id
-        record.n = request.n
-        record.prompt_tokens = len(request.prompt_tokens)
-        deadline = None
-        if self._limits.request_timeout is not None:
-            deadline = record.arrived + self._limits.request_timeout
-        tracked = TrackedStream(stream, record, self._metrics, self._registry, deadline,
-                                self._limits.request_timeout)
-        record.streams.append(tracked)
-        return tracked
-
-    def _check_limits(self, record: RequestRecord, request: GenerationRequest) -> None:
-        limits = self._limits
-        prompt_tokens = len(request.prompt_tokens)
-        param = "messages" if record.path.endswith("/chat/completions") else "prompt"
-        # Last line of defence for token ids a client sent: never hand the engine a bad one.
-        vocab = self.engine.info.n_vocab
-        if vocab and any(not 0 <= t < vocab for t in request.prompt_tokens):
-            raise InvalidRequestError("a prompt token id is outside the vocabulary",
-                                      param=param)
-        if limits.max_prompt_tokens is not None and prompt_tokens > limits.max_prompt_tokens:
-            raise InvalidRequestError(
-                f"the prompt has {prompt_tokens} tokens; this server accepts at most "
-                f"{limits.max_prompt_tokens}", param=param, code="prompt_too_long")
-        cap = limits.max_tokens_cap
-        if cap is not None and request.sampling.max_tokens > cap:
-            raise InvalidRequestError(
-                f"max_tokens is {request.sampling.max_tokens}; this server allows at most {cap}",
-                param="max_tokens", code="max_tokens_too_large")
 
 
 class TrackedStream:

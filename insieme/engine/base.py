@@ -1,4 +1,6 @@
-"""The interface between the API layer and any engine (llama.cpp or the scripted fake)."""
+"""The interface between the API layer and any engine: the llama.cpp backend, the scripted
+fake, and the backends to come (vLLM, Ray replicas). Every call that may do real work is
+async, since for a remote replica it is a network call."""
 
 from __future__ import annotations
 
@@ -26,17 +28,16 @@ class OutputStream(Protocol):
 class Engine(Protocol):
     """What the API layer needs from an engine.
 
-    ``submit`` queues a request and returns its output stream at once; it raises
-    ``QueueFullError`` synchronously when the waiting queue is full, and
-    ``InvalidRequestError`` for a request it could never run (``n`` above the sequences it
-    decodes at once), so the API can answer before it starts a streamed response.
+    ``state`` moves ``LOADING`` → ``READY`` (or ``FAILED`` with ``failure`` saying why) →
+    ``DRAINING`` → ``STOPPED``; only a ready engine takes requests, the others refuse with
+    ``ServiceUnavailable``. ``submit`` queues a request and returns its output stream; it
+    raises before anything is streamed: ``QueueFullError`` when the queue is full, and
+    ``InvalidRequestError`` (naming the field) for a request this engine can never run: ``n``
+    above the sequences it decodes at once, a constraint it cannot enforce.
     """
 
     @property
     def info(self) -> ModelInfo: ...
-
-    @property
-    def ready(self) -> bool: ...
 
     @property
     def state(self) -> EngineState: ...
@@ -46,31 +47,32 @@ class Engine(Protocol):
         """Why the engine is ``FAILED``; None otherwise."""
         ...
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Begin loading (returns at once; ``wait_ready`` waits for the load)."""
+        ...
 
     async def wait_ready(self) -> None:
         """Return once the engine is ready; raise ``ConfigError`` if it cannot become so."""
         ...
 
+    def drain(self) -> None:
+        """Take no new requests (``DRAINING``); the ones running carry on."""
+        ...
+
     async def stop(self) -> None: ...
 
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+    async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         """A raw prompt's tokens: special token text in it becomes special tokens."""
         ...
 
-    def render_chat(
+    async def render_chat(
         self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
     ) -> ChatPrompt:
-        """The conversation through the chat template, as text and tokens; only the
-        template's own markup becomes special tokens, never text the client sent."""
+        """The conversation through the model's chat template, as text and tokens: only the
+        template's own markup becomes special tokens, never text the client sent. ``tools``
+        go to a template that renders them, else into the generic tool prompt."""
         ...
 
-    def submit(self, request: GenerationRequest) -> OutputStream: ...
+    async def submit(self, request: GenerationRequest) -> OutputStream: ...
 
-    def stats(self) -> EngineStats: ...
-
-    def inject_fault(self, request_id: str, after_tokens: int, *, fatal: bool = False) -> None:
-        """Test hook: fail this request inside the engine once it has ``after_tokens``
-        tokens (call before ``submit``); with ``fatal`` the engine itself dies there. Only
-        reachable with INSIEME_FAULT_INJECTION=1."""
-        ...
+    async def stats(self) -> EngineStats: ...

@@ -16,10 +16,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from insieme.engine import tool_prompt
 from insieme.engine.chat_template import ChatTemplate
 from insieme.engine.stream import RequestStream
 from insieme.engine.text import StopMatcher
 from insieme.engine.types import (
+    Capability,
     ChatPrompt,
     EngineState,
     EngineStats,
@@ -31,8 +33,13 @@ from insieme.engine.types import (
     TokenInfo,
     TopLogprob,
 )
-from insieme.errors import InvalidRequestError, QueueFullError, ServiceUnavailable
+from insieme.errors import ConfigError, InvalidRequestError, QueueFullError, ServiceUnavailable
 
+# It cannot enforce a constraint; API tests of constraint plumbing pass ``ALL_CAPABILITIES``
+# (the reply stays scripted: such tests check what reaches the engine, not the output).
+DEFAULT_CAPABILITIES = frozenset({Capability.TOOLS, Capability.LOGPROBS,
+                                  Capability.PROMPT_LOGPROBS})
+ALL_CAPABILITIES = frozenset(Capability)
 DEFAULT_REPLY = "Hello! I am a scripted fake model. Ask me anything, and I will say this again."
 _PIECES = re.compile(r"\s*\S+|\s+")
 
@@ -49,6 +56,7 @@ class FakeEngine:
         max_running: int = 16,
         max_queue: int = 64,
         start_delay: float = 0.0,
+        capabilities: frozenset[Capability] = DEFAULT_CAPABILITIES,
     ) -> None:
         self._reply = reply
         self.token_delay = token_delay
@@ -58,26 +66,14 @@ class FakeEngine:
         self.state = EngineState.LOADING
         self.failure: str | None = None
         self._template = ChatTemplate(None)
-        self.info = ModelInfo(
-            path="fake.gguf",
-            n_ctx_train=max_model_len,
-            max_model_len=max_model_len,
-            n_vocab=0x110000,
-            chat_template=self._template.source,
-            bos_token="",
-            eos_token="<|im_end|>",
-            description="scripted fake engine",
-        )
+        self.info = ModelInfo(name="scripted fake engine", max_model_len=max_model_len,
+                              n_vocab=0x110000, max_num_seqs=max_running,
+                              capabilities=capabilities)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots: asyncio.Semaphore | None = None
         self.aborted: list[str] = []
         self.completed = 0
-        self._faults: dict[str, tuple[int, bool]] = {}
         self._queue_seconds: dict[str, float] = {}
-
-    @property
-    def ready(self) -> bool:
-        return self.state is EngineState.READY
 
     async def start(self) -> None:
         self._slots = asyncio.Semaphore(self.max_running)
@@ -86,7 +82,12 @@ class FakeEngine:
         self.state = EngineState.READY
 
     async def wait_ready(self) -> None:
-        return None
+        if self.state is EngineState.FAILED:
+            raise ConfigError(self.failure or "the engine failed")
+
+    def drain(self) -> None:
+        if self.state in (EngineState.LOADING, EngineState.READY):
+            self.state = EngineState.DRAINING
 
     async def stop(self) -> None:
         for task in list(self._tasks.values()):
@@ -100,31 +101,37 @@ class FakeEngine:
         for task in list(self._tasks.values()):
             task.cancel()
 
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+    async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return self._tokens(text)
+
+    @staticmethod
+    def _tokens(text: str) -> list[int]:
         return [ord(ch) for ch in text]
 
     def detokenize(self, tokens: list[int]) -> str:
         return "".join(chr(t) for t in tokens)
 
-    def render_chat(
+    async def render_chat(
         self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
     ) -> ChatPrompt:
+        messages, tools = tool_prompt.prepare(self._template, messages, tools)
         text = self._template.render(messages, tools=tools)
-        return ChatPrompt(text, self.tokenize(text))
+        return ChatPrompt(text, self._tokens(text))
 
-    def stats(self) -> EngineStats:
+    async def stats(self) -> EngineStats:
         running = len(self._tasks)
         return EngineStats(running=min(running, self.max_running),
                            waiting=max(0, running - self.max_running),
                            kv_sequences=min(running, self.max_running),
                            open_requests=running)
 
-    def inject_fault(self, request_id: str, after_tokens: int, *, fatal: bool = False) -> None:
-        self._faults[request_id] = (after_tokens, fatal)
-
-    def submit(self, request: GenerationRequest) -> RequestStream:
+    async def submit(self, request: GenerationRequest) -> RequestStream:
         if self.state is EngineState.FAILED:
             raise ServiceUnavailable(self.failure or "the engine failed", code="engine_failed")
+        if self.state is not EngineState.READY:
+            raise ServiceUnavailable(f"the engine is {self.state.value}",
+                                     code="shutting_down" if self.state in (
+                                         EngineState.DRAINING, EngineState.STOPPED) else None)
         if request.n > self.max_running:
             raise InvalidRequestError(
                 f"n is {request.n}, but this server decodes at most {self.max_running} "
@@ -156,7 +163,6 @@ class FakeEngine:
         finally:
             self._tasks.pop(request.request_id, None)
             self._queue_seconds.pop(request.request_id, None)
-            self._faults.pop(request.request_id, None)
 
     async def _run_choice(
         self, request: GenerationRequest, stream: RequestStream, index: int, reply: str
@@ -177,13 +183,6 @@ class FakeEngine:
             stream.put(output)
 
         for piece in pieces:
-            fault = self._faults.get(request.request_id)
-            if fault is not None and fault[0] == produced:
-                del self._faults[request.request_id]
-                put(self._last(request, index, None, "", produced, FinishReason.ERROR))
-                if fault[1]:
-                    self.fail("the engine stopped: injected fatal fault (X-Insieme-Fault)")
-                return
             if produced >= min(params.max_tokens, room):
                 finish = FinishReason.LENGTH
                 break
@@ -244,6 +243,5 @@ class FakeEngine:
             finish_reason=finish,
             prompt_tokens=len(request.prompt_tokens),
             completion_tokens=produced,
-            error="injected fault (X-Insieme-Fault)" if finish is FinishReason.ERROR else None,
             queue_seconds=self._queue_seconds.get(request.request_id),
         )

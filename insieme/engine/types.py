@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from insieme.engine.constraints import Constraint
+
 
 class EngineState(enum.StrEnum):
     """Where an engine is in its life: it serves only while ``READY``."""
@@ -12,6 +14,7 @@ class EngineState(enum.StrEnum):
     LOADING = "loading"
     READY = "ready"
     FAILED = "failed"  # the model did not load, or the engine died; ``failure`` says why
+    DRAINING = "draining"  # shutting down: the requests running finish, no new ones
     STOPPED = "stopped"
 
 
@@ -37,8 +40,9 @@ class SamplingParams:
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
-    # GBNF text with a ``root`` rule: sampling only ever picks tokens the grammar allows.
-    grammar: str | None = None
+    # What the output must be (a JSON schema, a choice, a tool call...): sampling only ever
+    # picks tokens that keep it possible. Backend-neutral; each backend compiles it.
+    constraint: Constraint | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
     # None: no logprob extras. k >= 0: each token carries its piece and the k most likely
     # alternatives (raw logits, before any sampler), at the cost of a top-k per token.
@@ -54,8 +58,8 @@ class SamplingParams:
 
     @property
     def plain_greedy(self) -> bool:
-        """The most likely raw logit, nothing between: no bias, penalty or grammar."""
-        return (self.greedy and not self.logit_bias and self.grammar is None
+        """The most likely raw logit, nothing between: no bias, penalty or constraint."""
+        return (self.greedy and not self.logit_bias and self.constraint is None
                 and self.repetition_penalty == 1.0 and not self.frequency_penalty
                 and not self.presence_penalty)
 
@@ -138,18 +142,26 @@ class StepOutput:
     queue_seconds: float | None = None  # on the last output: arrival to first KV slot
 
 
+class Capability(enum.StrEnum):
+    """What a backend can do beyond plain generation."""
+
+    TOOLS = "tools"  # tool calls (the prompt and, with a constraint, the call itself)
+    LOGPROBS = "logprobs"  # per-token logprobs and top alternatives
+    PROMPT_LOGPROBS = "prompt_logprobs"  # echo with the prompt scored
+    CONSTRAINTS = "constraints"  # JSON schema, JSON object, choice, tool-call constraints
+    REGEX = "regex"  # the Regex constraint
+    EMBEDDINGS = "embeddings"
+
+
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What the API layer needs to know about the loaded model."""
+    """What every backend can say about the model it serves."""
 
-    path: str
-    n_ctx_train: int
-    max_model_len: int
+    name: str  # the model's own name (the API serves it under its configured names)
+    max_model_len: int  # prompt plus completion, in tokens
     n_vocab: int
-    chat_template: str | None
-    bos_token: str
-    eos_token: str
-    description: str = ""
+    max_num_seqs: int  # sequences it decodes at once: the largest ``n``
+    capabilities: frozenset[Capability] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

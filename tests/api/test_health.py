@@ -6,6 +6,7 @@ import httpx
 
 from insieme.config import ServerConfig
 from insieme.engine.fake import FakeEngine
+from insieme.engine.types import EngineState
 from tests.api.test_errors import check_error
 from tests.conftest import MODEL, InProcessServer
 
@@ -15,9 +16,13 @@ class LoadingEngine(FakeEngine):
 
     loaded = True  # so the server's start-up wait passes; the test flips it
 
-    @property
-    def ready(self) -> bool:
-        return self.loaded
+    @property  # type: ignore[override]
+    def state(self) -> EngineState:
+        return EngineState.READY if self.loaded else EngineState.LOADING
+
+    @state.setter
+    def state(self, value: EngineState) -> None:
+        pass
 
 
 def test_health_follows_loading() -> None:

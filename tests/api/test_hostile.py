@@ -23,7 +23,7 @@ from tests.conftest import MODEL, InProcessServer
 
 USER = [{"role": "user", "content": "hi"}]
 LIMITS = LimitsConfig(max_messages=8, max_tools=4, max_stop_strings=3, max_stop_length=10,
-                      max_schema_bytes=2000, max_grammar_bytes=20_000, max_prompt_chars=500)
+                      max_schema_bytes=2000, max_prompt_chars=500)
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +75,6 @@ def test_deep_nesting_is_a_400_not_a_500(root: str) -> None:
     ({"messages": [{"role": "user", "content": "y" * 501}]}, "messages", "prompt_too_long"),
     ({"response_format": {"type": "json_schema", "json_schema": {
         "name": "big", "schema": {"enum": [f"value {i}" for i in range(300)]}}}},
-     "response_format.json_schema.schema", "schema_too_large"),
-    # A small schema whose grammar is large: bounded repetitions are spelled out.
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "rep", "schema": {
-        "type": "array", "maxItems": 900,
-        "items": {"type": "string", "maxLength": 900}}}}},
      "response_format.json_schema.schema", "schema_too_large"),
     ({"tools": [tool("big", {"type": "object", "properties": {
         "a": {"enum": [f"value {i}" for i in range(300)]}}})], "tool_choice": "required"},

@@ -15,6 +15,7 @@ import together
 from insieme.api import tools
 from insieme.api.schemas import ChatCompletionRequest
 from insieme.config import ServerConfig
+from insieme.engine.constraints import ToolFunction
 from insieme.engine.fake import FakeEngine
 from tests.conftest import MODEL, InProcessServer, Server
 
@@ -45,30 +46,6 @@ def tool_server() -> Iterator[Server]:
 def _plan(**body: Any) -> tools.ToolPlan | None:
     return tools.plan(ChatCompletionRequest.model_validate(
         {"model": MODEL, "messages": ASK, **body}))
-
-
-def test_generic_prompt_carries_tools_calls_and_results() -> None:
-    plan = _plan(tools=[WEATHER])
-    assert plan is not None and plan.choice == "auto"
-    history = [
-        {"role": "system", "content": "Be brief."},
-        *ASK,
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
-        {"role": "tool", "tool_call_id": "call_2", "content": "22C"},
-    ]
-    messages, template_tools = tools.prepare(FakeEngine(), history, plan)
-    assert template_tools is None  # the fallback ChatML template knows no tools
-    assert messages[0]["role"] == "system"
-    assert messages[0]["content"].startswith("Be brief.")
-    assert '"name": "get_weather"' in messages[0]["content"]
-    assert messages[2] == {"role": "assistant", "content": tools.call_block(
-        "get_weather", '{"city": "Paris"}')}
-    # Consecutive results share one user turn, so strict templates see alternating roles.
-    assert messages[3]["role"] == "user" and len(messages) == 4
-    assert messages[3]["content"].count("<tool_response>") == 2
 
 
 def test_parse_calls_reads_hermes_blocks_and_bare_json() -> None:
@@ -152,12 +129,20 @@ def test_tool_choice_none_leaves_tools_out(tool_server: Server) -> None:
     assert reply["choices"][0]["message"]["tool_calls"] is None
 
 
-def test_forced_tool_choice_reaches_the_engine_as_a_grammar() -> None:
-    plan = _plan(tools=[WEATHER], tool_choice={"type": "function",
-                                               "function": {"name": "get_weather"}})
+def test_forced_tool_choice_reaches_the_engine_as_a_tool_call_constraint() -> None:
+    other = {"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {"zone": {"type": "string"}}}}}
+    plan = _plan(tools=[other, WEATHER], tool_choice={"type": "function",
+                                                      "function": {"name": "get_weather"}})
     assert plan is not None and plan.enforced and plan.forced == "get_weather"
-    grammar = tools.call_grammar(plan)
-    assert 'root ::= "<tool_call>\\n"' in grammar and '\\"get_weather\\"' in grammar
+    constraint = tools.call_constraint(plan)
+    assert constraint.forced and constraint.prefix == "<tool_call>\n"
+    assert constraint.functions == (ToolFunction(
+        "get_weather", WEATHER["function"]["parameters"], param="tools.1.function.parameters"),)
+    required = _plan(tools=[other, WEATHER], tool_choice="required")
+    assert required is not None
+    assert [f.name for f in tools.call_constraint(required).functions] == ["get_time",
+                                                                          "get_weather"]
 
 
 BAD_TOOLS: list[tuple[dict[str, Any], str]] = [
@@ -169,10 +154,6 @@ BAD_TOOLS: list[tuple[dict[str, Any], str]] = [
     ({"tools": [WEATHER, WEATHER]}, "tools.1.function.name"),
     ({"tools": [{"type": "function", "function": {
         "name": "f", "parameters": {"type": "object", "properties": "x"}}}]},
-     "tools.0.function.parameters"),
-    ({"tools": [{"type": "function", "function": {
-        "name": "f", "parameters": {"type": "object", "properties": {
-            "n": {"type": "integer", "minimum": 0}}}}}], "tool_choice": "required"},
      "tools.0.function.parameters"),
     ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
      "tool_choice"),

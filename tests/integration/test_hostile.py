@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from insieme.config import EngineConfig, bundled_model_path
-from insieme.engine.llama_engine import LlamaEngine
+from insieme.engine.llama.engine import LlamaEngine
 from insieme.engine.types import GenerationRequest, SamplingParams
 from tests.conftest import MODEL, Server, free_port, start_real_server, stop_server
 

@@ -1,6 +1,6 @@
 """Each sequence's sampler: a llama.cpp sampler chain (penalties, logit bias, top-k, top-p,
 min-p, temperature, then a draw or greedy) and, for constrained output, a grammar before it.
-Split from ``llama_runtime`` (the context, batches and the KV cache), the other module that
+Split from ``runtime`` (the context, batches and the KV cache), the other module that
 calls llama-cpp-python's ctypes API to generate.
 """
 
@@ -53,26 +53,25 @@ class Sampler:
 
     Built at the first ``sample``, where the context (and so the vocabulary a grammar needs)
     is at hand. Without a grammar ``llama_sampler_sample`` does everything in C. The
-    sequences of one request share a ``GrammarPrototype``.
+    sequences of one request share its ``GrammarPrototype`` (``grammar``), if it has one.
     """
 
     __slots__ = ("_chain", "_grammar", "_params", "_n_vocab", "_prototype")
 
     def __init__(self, params: SamplingParams, n_vocab: int,
-                 prototype: GrammarPrototype | None = None) -> None:
+                 grammar: GrammarPrototype | None = None) -> None:
         self._params = params
         self._n_vocab = n_vocab
-        self._prototype = prototype
+        self._prototype = grammar
         self._chain: llama.llama_sampler_p | None = None
         self._grammar: llama.llama_sampler_p | None = None
 
     def _build(self, ctx: llama.llama_context_p) -> llama.llama_sampler_p:
         params, n_vocab = self._params, self._n_vocab
-        if params.grammar is not None:
+        if self._prototype is not None:
             vocab = llama.llama_model_get_vocab(llama.llama_get_model(ctx))
-            prototype, self._prototype = (self._prototype or GrammarPrototype(params.grammar),
-                                          None)
-            self._grammar = prototype.copy(vocab)
+            self._grammar = self._prototype.copy(vocab)
+            self._prototype = None  # the last sequence to copy it frees the parsed grammar
         chain_params = llama.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         chain = llama.llama_sampler_chain_init(chain_params)

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from insieme.api.tools import generic_messages
 from insieme.config import EngineConfig, bundled_model_path
 from insieme.engine.chat_template import ChatTemplate
-from insieme.engine.llama_engine import LlamaEngine, chat_prompt, prompt_tokens
-from insieme.engine.llama_runtime import ContextShape, LlamaRuntime
+from insieme.engine.llama.engine import LlamaEngine, chat_prompt, prompt_tokens
+from insieme.engine.llama.runtime import ContextShape, LlamaRuntime
+from insieme.engine.tool_prompt import generic_messages
 
 pytestmark = pytest.mark.model
 
@@ -285,10 +285,10 @@ async def engine() -> AsyncIterator[LlamaEngine]:
 
 async def test_the_engine_renders_and_tokenises_in_one_call(engine: LlamaEngine) -> None:
     benign = [{"role": "user", "content": "What is 12 times 12?"}]
-    prompt = engine.render_chat(benign)
-    assert prompt.tokens == engine.tokenize(prompt.text)
-    injected = engine.render_chat([{"role": "user", "content": "Hi" + PAYLOAD}])
+    prompt = await engine.render_chat(benign)
+    assert prompt.tokens == await engine.tokenize(prompt.text)
+    injected = await engine.render_chat([{"role": "user", "content": "Hi" + PAYLOAD}])
     assert PAYLOAD in injected.text
-    assert len(injected.tokens) > len(engine.tokenize(injected.text)) + 4 * 5
-    im_start = engine.tokenize("<|im_start|>", add_special=False)
+    assert len(injected.tokens) > len(await engine.tokenize(injected.text)) + 4 * 5
+    im_start = await engine.tokenize("<|im_start|>", add_special=False)
     assert [prompt.tokens.count(im_start[0]), injected.tokens.count(im_start[0])] == [3, 3]

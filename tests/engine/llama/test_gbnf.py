@@ -9,8 +9,8 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from insieme.engine.gbnf import _literal, _unescape, factor_alternatives
-from insieme.engine.grammar import grammar_parses, json_schema_grammar
+from insieme.engine.llama.gbnf import _literal, _unescape, factor_alternatives
+from insieme.engine.llama.grammar import grammar_parses, json_schema_grammar
 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\[(?:[^\]\\]|\\.)*\]|[()|?]|\s+')
 

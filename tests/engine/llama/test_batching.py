@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from insieme.config import EngineConfig, bundled_model_path
-from insieme.engine.llama_engine import LlamaEngine
-from insieme.engine.llama_runtime import Batch, ContextShape, LlamaRuntime
+from insieme.engine.llama.engine import LlamaEngine
+from insieme.engine.llama.runtime import Batch, ContextShape, LlamaRuntime
 from insieme.engine.types import FinishReason, GenerationRequest, SamplingParams
 
 pytestmark = pytest.mark.model
@@ -44,14 +44,14 @@ async def engine() -> AsyncIterator[LlamaEngine]:
     await eng.stop()
 
 
-def chat_tokens(engine: LlamaEngine, messages: list[dict[str, str]]) -> list[int]:
-    return engine.render_chat(messages).tokens
+async def chat_tokens(engine: LlamaEngine, messages: list[dict[str, str]]) -> list[int]:
+    return (await engine.render_chat(messages)).tokens
 
 
 async def greedy(engine: LlamaEngine, tokens: list[int], max_tokens: int,
                  **sampling: object) -> tuple[list[int], int, FinishReason | None]:
     params = SamplingParams(temperature=0, max_tokens=max_tokens, **sampling)  # type: ignore[arg-type]
-    stream = engine.submit(GenerationRequest(f"t{next(_ids)}", tokens, params))
+    stream = await engine.submit(GenerationRequest(f"t{next(_ids)}", tokens, params))
     ids: list[int] = []
     cached, finish = 0, None
     async for output in stream:
@@ -77,7 +77,7 @@ async def test_greedy_output_is_the_same_alone_and_in_a_batch_of_16(
 ) -> None:
     # With a KV stream per sequence (the default), llama.cpp computes each row of a batch
     # exactly as it would alone; measured identical over 128 tokens for these 16 prompts.
-    prompts = [chat_tokens(engine, [{"role": "user", "content": q}]) for q in QUESTIONS]
+    prompts = [await chat_tokens(engine, [{"role": "user", "content": q}]) for q in QUESTIONS]
     alone = [(await greedy(engine, p, 64, ignore_eos=True))[0] for p in prompts]
     batched = await asyncio.gather(*(greedy(engine, p, 64, ignore_eos=True) for p in prompts))
     assert [ids for ids, _, _ in batched] == alone
@@ -85,14 +85,14 @@ async def test_greedy_output_is_the_same_alone_and_in_a_batch_of_16(
 
 async def test_second_turn_reuses_the_cache_and_keeps_the_text(engine: LlamaEngine) -> None:
     first_turn = [{"role": "user", "content": "Tell me about the planet Mars."}]
-    first_ids, _, _ = await greedy(engine, chat_tokens(engine, first_turn), 40)
+    first_ids, _, _ = await greedy(engine, await chat_tokens(engine, first_turn), 40)
     reply = engine._runtime.piece  # noqa: SLF001 - detokenise with the engine's own vocab
     answer = b"".join(reply(t) for t in first_ids).decode("utf-8", errors="replace")
     second_turn = [*first_turn, {"role": "assistant", "content": answer},
                    {"role": "user", "content": "How long is a day there?"}]
-    prompt = chat_tokens(engine, second_turn)
+    prompt = await chat_tokens(engine, second_turn)
     cached_ids, cached, _ = await greedy(engine, prompt, 40)
-    assert cached >= len(chat_tokens(engine, first_turn)) - 1
+    assert cached >= len(await chat_tokens(engine, first_turn)) - 1
 
     fresh = await make_engine(enable_prefix_caching=False)
     try:
@@ -109,8 +109,8 @@ async def test_conversations_sharing_a_system_prompt_keep_their_own_cache(
     # B shares only the system prompt with A: it must get that prefix copied, not take A's
     # slot, so that A asked again is answered from its whole cached prompt.
     system = {"role": "system", "content": "You are a terse assistant who answers in a line."}
-    a = chat_tokens(engine, [system, {"role": "user", "content": "Name a large ocean."}])
-    b = chat_tokens(engine, [system, {"role": "user", "content": "Name a tall mountain."}])
+    a = await chat_tokens(engine, [system, {"role": "user", "content": "Name a large ocean."}])
+    b = await chat_tokens(engine, [system, {"role": "user", "content": "Name a tall mountain."}])
     shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
     a_ids, _, _ = await greedy(engine, a, 16, ignore_eos=True)
     b_ids, b_cached, _ = await greedy(engine, b, 16, ignore_eos=True)
@@ -126,10 +126,10 @@ async def test_a_prefix_copied_from_a_running_sequence_keeps_the_text(
     engine: LlamaEngine,
 ) -> None:
     system = {"role": "system", "content": "You are a terse assistant who answers in a line."}
-    a = chat_tokens(engine, [system, {"role": "user", "content": "Describe a long river."}])
-    b = chat_tokens(engine, [system, {"role": "user", "content": "Name a cold desert."}])
+    a = await chat_tokens(engine, [system, {"role": "user", "content": "Describe a long river."}])
+    b = await chat_tokens(engine, [system, {"role": "user", "content": "Name a cold desert."}])
     running = asyncio.ensure_future(greedy(engine, a, 48, ignore_eos=True))
-    while engine.stats().running == 0 or engine._core.slots.cells_in_use() < len(a):  # noqa: SLF001
+    while (await engine.stats()).running == 0 or engine._core.slots.cells_in_use() < len(a):  # noqa: SLF001
         await asyncio.sleep(0.005)
     b_ids, b_cached, _ = await greedy(engine, b, 24, ignore_eos=True)
     a_ids = (await running)[0]
@@ -143,7 +143,7 @@ async def test_a_burst_asking_again_finds_every_prompt_in_the_cache(
     # 16 clients that finish together and send their next prompts together (a closed loop
     # at concurrency 16): placing one arrival must not overwrite the slot that holds the
     # prompt of another arrival of the same burst.
-    prompts = [chat_tokens(engine, [{"role": "user", "content": q}]) for q in QUESTIONS]
+    prompts = [await chat_tokens(engine, [{"role": "user", "content": q}]) for q in QUESTIONS]
     first = await asyncio.gather(*(greedy(engine, p, 8, ignore_eos=True) for p in prompts))
     order = prompts[5:] + prompts[:5]
     again = await asyncio.gather(*(greedy(engine, p, 8, ignore_eos=True) for p in order))
@@ -170,7 +170,7 @@ async def test_decode_batches_are_sorted_and_new_sequences_fill_holes(
         return decode(batch)
 
     core.runtime.decode = recording  # type: ignore[method-assign]
-    prompts = [chat_tokens(engine, [{"role": "user", "content": q}]) for q in QUESTIONS[:4]]
+    prompts = [await chat_tokens(engine, [{"role": "user", "content": q}]) for q in QUESTIONS[:4]]
     # B leaves early; D, arriving after it, must not land beyond C and split the batch.
     a, b, c = (asyncio.ensure_future(greedy(engine, p, n, ignore_eos=True))
                for p, n in zip(prompts, (48, 4, 48), strict=False))
@@ -189,13 +189,13 @@ async def test_the_vectorised_greedy_pass_matches_llama_cpps_greedy_sampler(
     engine: LlamaEngine,
 ) -> None:
     # A zero logit bias leaves the logits alone but routes sampling through the C chain.
-    prompts = [chat_tokens(engine, [{"role": "user", "content": q}]) for q in QUESTIONS[:4]]
+    prompts = [await chat_tokens(engine, [{"role": "user", "content": q}]) for q in QUESTIONS[:4]]
 
     async def run(bias: tuple[tuple[int, float], ...]) -> list[list[tuple[int, float]]]:
         async def one(p: list[int]) -> list[tuple[int, float]]:
             params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True,
                                     logit_bias=bias)
-            stream = engine.submit(GenerationRequest(f"v{next(_ids)}", p, params))
+            stream = await engine.submit(GenerationRequest(f"v{next(_ids)}", p, params))
             return [(o.token.id, o.token.logprob) async for o in stream if o.token]
         return list(await asyncio.gather(*(one(p) for p in prompts)))
 
@@ -207,9 +207,9 @@ async def test_the_vectorised_greedy_pass_matches_llama_cpps_greedy_sampler(
 
 
 async def test_n_shares_the_prefill_and_seeds_differ(engine: LlamaEngine) -> None:
-    prompt = chat_tokens(engine, [{"role": "user", "content": "Name an animal."}])
+    prompt = await chat_tokens(engine, [{"role": "user", "content": "Name an animal."}])
     params = SamplingParams(temperature=1.0, seed=11, max_tokens=12)
-    stream = engine.submit(GenerationRequest("n3", prompt, params, n=3))
+    stream = await engine.submit(GenerationRequest("n3", prompt, params, n=3))
     texts = ["", "", ""]
     finished = 0
     async for output in stream:
@@ -243,7 +243,7 @@ async def test_kv_exhaustion_preempts_and_every_request_completes() -> None:
     # A shared pool of 512 cells; four requests that each grow to ~190 cells cannot all fit.
     engine = await make_engine(kv_unified=True, kv_cache_tokens=512, max_num_seqs=4)
     try:
-        prompts = [chat_tokens(engine, [{"role": "user", "content": f"Write a long story "
+        prompts = [await chat_tokens(engine, [{"role": "user", "content": f"Write a long story "
                                          f"about {topic}."}])
                    for topic in ("a dragon", "the sea", "a robot", "a city")]
         results = await asyncio.gather(*(greedy(engine, p, 150, ignore_eos=True)

@@ -14,12 +14,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from insieme.engine.kv_slots import SlotManager
-from insieme.engine.llama_runtime import Batch, LlamaRuntime
-from insieme.engine.logprobs import LogprobReader
-from insieme.engine.sampler import GrammarPrototype, Sampler
-from insieme.engine.scheduler import Scheduler, Work
-from insieme.engine.sequence import SeqStatus, Sequence, sequences_for
+from insieme.engine.llama.kv_slots import SlotManager
+from insieme.engine.llama.logprobs import LogprobReader
+from insieme.engine.llama.runtime import Batch, LlamaRuntime
+from insieme.engine.llama.sampler import GrammarPrototype, Sampler
+from insieme.engine.llama.scheduler import Scheduler, Work
+from insieme.engine.llama.sequence import SeqStatus, Sequence, sequences_for
 from insieme.engine.types import (
     FinishReason,
     GenerationRequest,
@@ -36,6 +36,7 @@ Emit = Callable[[list[tuple[str, StepOutput]]], None]
 @dataclass(frozen=True, slots=True)
 class _Add:
     request: GenerationRequest
+    grammar: str | None  # GBNF text (with a ``root`` rule) the request's output must follow
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +93,10 @@ class EngineCore:
         self._thread = threading.Thread(target=self._run, name="insieme-engine", daemon=True)
         self._thread.start()
 
-    def add(self, request: GenerationRequest) -> None:
-        self._inbox.put(_Add(request))
+    def add(self, request: GenerationRequest, grammar: str | None = None) -> None:
+        """Queue ``request``; every one of its sequences samples within ``grammar``
+        (``grammar.compile_constraint`` of its constraint) when one is given."""
+        self._inbox.put(_Add(request, grammar))
 
     def abort(self, request_id: str) -> None:
         self._inbox.put(_Abort(request_id))
@@ -149,7 +152,7 @@ class EngineCore:
                     return False
                 if isinstance(message, _Add):
                     try:
-                        self._admit(message.request)
+                        self._admit(message.request, message.grammar)
                     except Exception as exc:  # one bad request must not end the loop
                         log.exception("could not admit %s", message.request.request_id)
                         self._reject(message.request, str(exc))
@@ -159,11 +162,11 @@ class EngineCore:
         except queue.Empty:
             return True
 
-    def _admit(self, request: GenerationRequest) -> None:
+    def _admit(self, request: GenerationRequest, grammar: str | None) -> None:
         seqs = sequences_for(request)
         seed = request.sampling.seed
-        grammar = request.sampling.grammar
-        prototype = GrammarPrototype(grammar) if grammar is not None and request.n > 1 else None
+        # Parsed once, at the first sample; each of the n sequences then clones it.
+        prototype = GrammarPrototype(grammar) if grammar is not None else None
         for seq in seqs:
             params = request.sampling
             if seed is not None and seq.index:

@@ -42,9 +42,11 @@ async def health(request: Request) -> Response:
     engine = ctx.engine
     if engine.state is EngineState.FAILED:
         raise ServiceUnavailable(engine.failure or "the engine failed", code="engine_failed")
-    if not engine.ready:
-        raise ServiceUnavailable("the model is loading")
-    stats = ctx.engine.stats()
+    if engine.state is not EngineState.READY:
+        raise ServiceUnavailable(f"the engine is {engine.state.value}"
+                                 if engine.state is not EngineState.LOADING
+                                 else "the model is loading")
+    stats = await engine.stats()
     return JSONResponse(
         {"status": "ok", "model": ctx.config.model_id, "running": stats.running,
          "waiting": stats.waiting, "kv_sequences": stats.kv_sequences,

@@ -3,11 +3,11 @@ step feeds, with and without the long-prefill cap."""
 
 from __future__ import annotations
 
-from insieme.engine.kv_slots import SlotManager
-from insieme.engine.scheduler import Scheduler
-from insieme.engine.sequence import sequences_for
+from insieme.engine.llama.kv_slots import SlotManager
+from insieme.engine.llama.scheduler import Scheduler
+from insieme.engine.llama.sequence import sequences_for
 from insieme.engine.types import GenerationRequest, SamplingParams
-from tests.engine.test_kv_slots import N_SLOTS, FakeKV
+from tests.engine.llama.test_kv_slots import N_SLOTS, FakeKV
 
 
 def leader(request_id: str, prompt_len: int):  # type: ignore[no-untyped-def]

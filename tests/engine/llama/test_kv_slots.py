@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from insieme.engine import kv_slots
-from insieme.engine.kv_slots import SlotManager
-from insieme.engine.sequence import Sequence
+from insieme.engine.llama import kv_slots
+from insieme.engine.llama.kv_slots import SlotManager
+from insieme.engine.llama.sequence import Sequence
 from insieme.engine.types import GenerationRequest, SamplingParams
 
 N_SLOTS = 16

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from insieme.config import MAX_DEFAULT_MODEL_LEN, EngineConfig
+from insieme.engine import tool_prompt
 from insieme.engine.chat_template import ChatTemplate
-from insieme.engine.core import EngineCore
-from insieme.engine.llama_runtime import ContextShape, LlamaRuntime
+from insieme.engine.llama.core import EngineCore
+from insieme.engine.llama.grammar import compile_constraint
+from insieme.engine.llama.runtime import ContextShape, LlamaRuntime
 from insieme.engine.stream import RequestStream
 from insieme.engine.types import (
+    Capability,
     ChatPrompt,
     EngineState,
     EngineStats,
@@ -24,6 +28,9 @@ from insieme.engine.types import (
 from insieme.errors import ConfigError, InvalidRequestError, QueueFullError, ServiceUnavailable
 
 log = logging.getLogger("insieme.engine")
+
+CAPABILITIES = frozenset({Capability.TOOLS, Capability.LOGPROBS, Capability.PROMPT_LOGPROBS,
+                          Capability.CONSTRAINTS, Capability.REGEX})
 
 
 def max_model_len_for(config: EngineConfig, n_ctx_train: int) -> int:
@@ -76,19 +83,20 @@ def chat_prompt(runtime: LlamaRuntime, template: ChatTemplate, messages: list[di
                 tools: list[dict[str, Any]] | None = None) -> ChatPrompt:
     """A conversation rendered and tokenised: only the template's own markup becomes special
     tokens, whatever the messages and tools spell; a BOS first when the model wants one."""
+    messages, tools = tool_prompt.prepare(template, messages, tools)
     marked = template.render_marked(messages, tools=tools)
     tokens = runtime.tokenize_marked(marked.text, marked.markup)
     return ChatPrompt(marked.text, _with_bos(runtime, tokens))
 
 
 class LlamaEngine:
-    """Continuous-batching llama.cpp engine; see ``insieme.engine.core`` for the loop."""
+    """Continuous-batching llama.cpp engine; see ``insieme.engine.llama.core`` for the loop."""
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        self.info = ModelInfo(path=config.model_path, n_ctx_train=0,
+        self.info = ModelInfo(name=os.path.basename(config.model_path),
                               max_model_len=config.max_model_len or 0, n_vocab=0,
-                              chat_template=None, bos_token="", eos_token="")
+                              max_num_seqs=config.max_num_seqs, capabilities=CAPABILITIES)
         self._runtime: LlamaRuntime | None = None
         self._core: EngineCore | None = None
         self._template: ChatTemplate | None = None
@@ -97,10 +105,6 @@ class LlamaEngine:
         self._load_task: asyncio.Task[None] | None = None
         self.state = EngineState.LOADING
         self.failure: str | None = None  # why, once the state is FAILED
-
-    @property
-    def ready(self) -> bool:
-        return self.state is EngineState.READY
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -117,7 +121,7 @@ class LlamaEngine:
 
     async def _load(self) -> None:
         try:
-            runtime, info = await asyncio.to_thread(self._load_blocking)
+            runtime, info, template = await asyncio.to_thread(self._load_blocking)
         except Exception as exc:
             self.state = EngineState.FAILED
             self.failure = f"could not load {self.config.model_path}: {exc}"
@@ -125,9 +129,7 @@ class LlamaEngine:
             raise ConfigError(self.failure) from exc
         self._runtime = runtime
         self.info = info
-        self._template = ChatTemplate(
-            info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token,
-            special_texts=runtime.control_texts)
+        self._template = template
         core = EngineCore(
             runtime,
             max_num_seqs=self.config.max_num_seqs,
@@ -142,22 +144,28 @@ class LlamaEngine:
         self._core = core
         self.state = EngineState.READY
 
-    def _load_blocking(self) -> tuple[LlamaRuntime, ModelInfo]:
+    def _load_blocking(self) -> tuple[LlamaRuntime, ModelInfo, ChatTemplate]:
         config = self.config
         runtime = LlamaRuntime(config.model_path, lambda n_train: context_shape(config, n_train))
         max_model_len = max_model_len_for(config, runtime.n_ctx_train)
         eos_id = runtime.meta("tokenizer.ggml.eos_token_id")
-        info = ModelInfo(
-            path=self.config.model_path,
-            n_ctx_train=runtime.n_ctx_train,
-            max_model_len=min(max_model_len, runtime.n_ctx_seq),
-            n_vocab=runtime.n_vocab,
-            chat_template=runtime.meta("tokenizer.chat_template"),
+        template = ChatTemplate(
+            runtime.meta("tokenizer.chat_template"),
             bos_token=runtime.token_text(runtime.bos_id) if runtime.bos_id >= 0 else "",
             eos_token=runtime.token_text(int(eos_id)) if eos_id else "",
-            description=runtime.meta("general.name") or "",
+            special_texts=runtime.control_texts)
+        info = ModelInfo(
+            name=runtime.meta("general.name") or os.path.basename(config.model_path),
+            max_model_len=min(max_model_len, runtime.n_ctx_seq),
+            n_vocab=runtime.n_vocab,
+            max_num_seqs=config.max_num_seqs,
+            capabilities=CAPABILITIES,
         )
-        return runtime, info
+        return runtime, info, template
+
+    def drain(self) -> None:
+        if self.state in (EngineState.LOADING, EngineState.READY):
+            self.state = EngineState.DRAINING
 
     async def stop(self) -> None:
         if self.state is not EngineState.FAILED:
@@ -176,22 +184,25 @@ class LlamaEngine:
     def _require(self) -> tuple[LlamaRuntime, EngineCore]:
         if self.state is EngineState.FAILED:
             raise ServiceUnavailable(self.failure or "the engine failed", code="engine_failed")
+        if self.state is EngineState.DRAINING or self.state is EngineState.STOPPED:
+            raise ServiceUnavailable("the engine is shutting down", code="shutting_down")
         if self._runtime is None or self._core is None or self.state is not EngineState.READY:
             raise ServiceUnavailable("the model is still loading; retry shortly")
         return self._runtime, self._core
 
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+    async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         runtime, _ = self._require()
-        return prompt_tokens(runtime, text, add_special=add_special)
+        # Off the event loop: a long prompt takes a while.
+        return await asyncio.to_thread(prompt_tokens, runtime, text, add_special=add_special)
 
-    def render_chat(
+    async def render_chat(
         self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
     ) -> ChatPrompt:
         runtime, _ = self._require()
         assert self._template is not None
-        return chat_prompt(runtime, self._template, messages, tools)
+        return await asyncio.to_thread(chat_prompt, runtime, self._template, messages, tools)
 
-    def submit(self, request: GenerationRequest) -> RequestStream:
+    async def submit(self, request: GenerationRequest) -> RequestStream:
         _, core = self._require()
         if request.n > self.config.max_num_seqs:
             # Its n sequences would never fit at once, and it would hold up the queue for good.
@@ -204,12 +215,18 @@ class LlamaEngine:
                 "retry shortly",
                 retry_after=1,
             )
+        constraint = request.sampling.constraint
+        grammar = None if constraint is None else await asyncio.to_thread(
+            compile_constraint, constraint, max_bytes=self.config.max_grammar_bytes)
+        _, core = self._require()  # still ready after the compile
         stream = RequestStream(request.request_id, request.n, self._abort)
         self._streams[request.request_id] = stream
-        core.add(request)
+        core.add(request, grammar)
         return stream
 
-    def inject_fault(self, request_id: str, after_tokens: int, *, fatal: bool = False) -> None:
+    def _inject_fault(self, request_id: str, after_tokens: int, *, fatal: bool = False) -> None:
+        """The hook ``insieme.engine.faults`` uses (tests only): fail the request in the
+        core's own per-sequence path, or with ``fatal`` kill the engine thread there."""
         _, core = self._require()
         core.inject_fault(request_id, after_tokens, fatal=fatal)
 
@@ -245,7 +262,7 @@ class LlamaEngine:
             if stream.delivered:
                 del self._streams[request_id]
 
-    def stats(self) -> EngineStats:
+    async def stats(self) -> EngineStats:
         core = self._core
         if core is None:
             return EngineStats(running=0, waiting=0)

@@ -7,7 +7,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from insieme.engine.sampler import Sampler
+from insieme.engine.llama.sampler import Sampler
 from insieme.engine.text import StopMatcher, Utf8Assembler
 from insieme.engine.types import FinishReason, GenerationRequest
 

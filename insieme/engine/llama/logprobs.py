@@ -15,7 +15,7 @@ from __future__ import annotations
 import llama_cpp as llama
 import numpy as np
 
-from insieme.engine.llama_runtime import Batch, LlamaRuntime
+from insieme.engine.llama.runtime import Batch, LlamaRuntime
 from insieme.engine.types import PromptToken, TopLogprob
 from insieme.errors import EngineError
 

@@ -19,8 +19,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from insieme.engine.kv_slots import SlotManager
-from insieme.engine.sequence import SeqStatus, Sequence
+from insieme.engine.llama.kv_slots import SlotManager
+from insieme.engine.llama.sequence import SeqStatus, Sequence
 
 # Cells kept free per running sequence when admitting into a shared KV pool.
 GROWTH_RESERVE = 32

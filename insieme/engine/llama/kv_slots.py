@@ -18,8 +18,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from insieme.engine.llama_runtime import LlamaRuntime
-from insieme.engine.sequence import Sequence
+from insieme.engine.llama.runtime import LlamaRuntime
+from insieme.engine.llama.sequence import Sequence
 
 # Copying a prefix into another sequence id: with a KV stream per sequence llama.cpp copies
 # the whole stream's buffer, measured here at ~3.5 ms per 1024 cells (a prompt token costs

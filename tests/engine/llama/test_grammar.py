@@ -1,5 +1,5 @@
-"""JSON schemas to grammars: what is enforced, what is refused by name, and that every
-grammar is one llama.cpp's parser accepts."""
+"""JSON schemas to grammars (``compile_constraint`` of a ``JsonSchema``): what is enforced,
+what is refused by name, and that every grammar is one llama.cpp's parser accepts."""
 
 from __future__ import annotations
 
@@ -7,8 +7,21 @@ from typing import Any
 
 import pytest
 
-from insieme.engine.grammar import grammar_parses, json_schema_grammar, rename_root
+from insieme.engine.constraints import JsonSchema
+from insieme.engine.llama.grammar import (
+    MAX_GRAMMAR_BYTES,
+    compile_constraint,
+    grammar_parses,
+    json_schema_grammar,
+    rename_root,
+)
 from insieme.errors import InvalidRequestError
+
+
+def schema_grammar(schema: Any, param: str) -> str:
+    grammar = compile_constraint(JsonSchema(schema, param=param), max_bytes=MAX_GRAMMAR_BYTES)
+    assert grammar is not None
+    return grammar
 
 ACCEPTED: list[dict[str, Any]] = [
     {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
@@ -48,7 +61,7 @@ REFUSED: list[tuple[Any, str]] = [
 
 @pytest.mark.parametrize("schema", ACCEPTED)
 def test_supported_schemas_become_grammars(schema: dict[str, Any]) -> None:
-    grammar = json_schema_grammar(schema, param="response_format")
+    grammar = schema_grammar(schema, "response_format")
     assert grammar_parses(grammar)
     assert any(line.startswith("root ::=") for line in grammar.splitlines())
 
@@ -56,7 +69,7 @@ def test_supported_schemas_become_grammars(schema: dict[str, Any]) -> None:
 @pytest.mark.parametrize(("schema", "named"), REFUSED)
 def test_unenforceable_schemas_are_refused_by_name(schema: Any, named: str) -> None:
     with pytest.raises(InvalidRequestError) as refused:
-        json_schema_grammar(schema, param="response_format.json_schema.schema")
+        schema_grammar(schema, "response_format.json_schema.schema")
     assert refused.value.param == "response_format.json_schema.schema"
     assert named in refused.value.message
 
@@ -64,19 +77,26 @@ def test_unenforceable_schemas_are_refused_by_name(schema: Any, named: str) -> N
 def test_strings_cannot_hold_raw_control_characters() -> None:
     # The converter's own ``char`` rule lets a raw newline into a JSON string, which no JSON
     # parser accepts: the grammar must not.
-    grammar = json_schema_grammar({"type": "string"}, param="p")
+    grammar = schema_grammar({"type": "string"}, "p")
     char_rule = next(line for line in grammar.splitlines() if line.startswith("char ::="))
     assert "\\x00-\\x1F" in char_rule
 
 
 def test_enum_keeps_only_values_of_the_declared_type() -> None:
-    grammar = json_schema_grammar({"type": ["string", "null"], "enum": ["x", None, 3]},
-                                  param="p")
+    grammar = schema_grammar({"type": ["string", "null"], "enum": ["x", None, 3]}, "p")
     root = next(line for line in grammar.splitlines() if line.startswith("root ::="))
     assert '"\\"x\\""' in root and '"null"' in root and "3" not in root
 
 
 def test_rename_root_embeds_a_grammar() -> None:
-    grammar = rename_root(json_schema_grammar({"type": "boolean"}, param="p"), "inner")
+    grammar = rename_root(schema_grammar({"type": "boolean"}, "p"), "inner")
     assert not grammar_parses(grammar)  # no root rule any more
     assert grammar_parses(f'{grammar}\nroot ::= "<" inner ">"')
+
+
+def test_json_schema_grammar_is_the_schema_constraint_s_grammar() -> None:
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+    assert json_schema_grammar(schema, param="p") == schema_grammar(schema, "p")
+    with pytest.raises(InvalidRequestError) as refused:
+        json_schema_grammar({"type": "object", "default": {1, 2}}, param="p")
+    assert refused.value.param == "p" and "not JSON" in refused.value.message

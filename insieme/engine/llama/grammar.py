@@ -1,6 +1,10 @@
-"""JSON schemas to llama.cpp grammars (GBNF), for output that always parses and validates.
+"""Constraints to llama.cpp grammars (GBNF): output that always parses, validates, matches.
 
-The conversion is llama-cpp-python's ``SchemaConverter`` (its port of llama.cpp's own
+``compile_constraint`` is the llama.cpp backend's side of ``insieme.engine.constraints``: one
+GBNF grammar (start rule ``root``) per constraint, cached by its canonical form, so a client
+that sends the same schema on every request (as SDKs do for a pydantic model) builds it once.
+
+JSON schemas go through llama-cpp-python's ``SchemaConverter`` (its port of llama.cpp's own
 json-schema-to-grammar). That converter silently ignores some keywords and mishandles a few
 shapes; a grammar that ignored a constraint would let the model write JSON that parses but does
 not validate. So the schema is first checked against its JSON Schema meta-schema, then
@@ -12,12 +16,15 @@ Enforced: ``type`` (one or a list), ``properties``/``required``, ``additionalPro
 (as ``anyOf``: its branches should exclude each other), one-element ``allOf``, local ``$ref``
 (``$defs``/``definitions``, recursion included), ``minLength``/``maxLength`` and the formats
 ``date``, ``time``, ``date-time`` and ``uuid``.
+
+Choices and regular expressions are written by ``gbnf`` (the converter's own pattern support
+breaks on ``\\.``, ``\\d`` or a ``"`` in raw mode and refuses ``(?:``).
 """
 
 from __future__ import annotations
 
 import copy
-import json
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -25,7 +32,22 @@ import jsonschema
 import llama_cpp as llama
 from llama_cpp.llama_grammar import SchemaConverter
 
-from insieme.engine.gbnf import factor_alternatives
+from insieme.engine.constraints import (
+    Choice,
+    Constraint,
+    JsonObject,
+    JsonSchema,
+    Regex,
+    ToolCall,
+    check_schema,
+)
+from insieme.engine.llama.gbnf import (
+    Unenforceable,
+    alternatives,
+    factor_alternatives,
+    literal,
+    regex_rule,
+)
 from insieme.errors import InvalidRequestError
 
 # Keywords the grammar cannot enforce: refused, so output never silently breaks them.
@@ -53,6 +75,18 @@ _CONVERTER_CHAR = 'char ::= [^"\\\\] |'
 _JSON_CHAR = 'char ::= [^"\\\\\\x00-\\x1F] |'
 
 JSON_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
+_CALL_RULE = "insieme-tool-call"
+
+# ``json_schema_grammar``'s bound, as ``EngineConfig.max_grammar_bytes``'s default.
+MAX_GRAMMAR_BYTES = 256 * 1024
+
+
+# What a grammar past --max-grammar-bytes was made of, and what would make it smaller.
+_TOO_LARGE: dict[type, tuple[str, str]] = {
+    JsonSchema: ("schema", "lower maxLength/maxItems or enum sizes"),
+    Regex: ("regular expression", "lower repeat counts"),
+    Choice: ("choice", "fewer or shorter options"),
+}
 
 
 class _Refused(Exception):
@@ -62,48 +96,93 @@ class _Refused(Exception):
         self.path = path
 
 
-def check_schema(schema: Any, *, param: str) -> None:
-    """A 400 naming ``param`` unless ``schema`` is a JSON Schema object (its meta-schema's)."""
-    if not isinstance(schema, dict):
-        raise InvalidRequestError("the schema must be a JSON object", param=param)
-    validator = jsonschema.validators.validator_for(schema, jsonschema.Draft202012Validator)
-    try:
-        validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        where = ".".join(str(p) for p in exc.path)
+def compile_constraint(constraint: Constraint, *, max_bytes: int) -> str | None:
+    """The GBNF grammar (start rule ``root``) that enforces ``constraint``; a 400 naming
+    ``constraint.param`` for what it cannot enforce, or past ``max_bytes`` of grammar.
+
+    None for a tool call that is not forced: the model may answer in text or call, and this
+    backend leaves such a reply free (the calls are read back out of the text). Runs for
+    milliseconds on a large schema: call it off the event loop.
+    """
+    grammar = _compiled(constraint)
+    if grammar is not None and len(grammar) > max_bytes:
+        what, hint = _TOO_LARGE.get(type(constraint), _TOO_LARGE[JsonSchema])
         raise InvalidRequestError(
-            f"invalid JSON schema{' at ' + where if where else ''}: {exc.message}", param=param
-        ) from exc
-
-
-# The largest grammar built by default: llama.cpp parses it once per sequence on the engine
-# thread (about 15 ms at this size here), and its size bounds what a step spends on it.
-MAX_GRAMMAR_BYTES = 256 * 1024
+            f"the {what}'s grammar would be {len(grammar)} bytes; this server builds at most "
+            f"{max_bytes} (--max-grammar-bytes): {hint}",
+            param=constraint.param, code="schema_too_large")
+    return grammar
 
 
 def json_schema_grammar(schema: Any, *, param: str,
                         max_bytes: int = MAX_GRAMMAR_BYTES) -> str:
-    """The GBNF grammar of ``schema`` (start rule ``root``); a 400 naming ``param`` if not.
-
-    Grammars are cached by the schema's canonical JSON: a client that sends the same schema
-    on every request (as SDKs do for a pydantic model) builds it once.
-    """
+    """The grammar of one JSON value valid against ``schema`` (``compile_constraint`` of a
+    ``JsonSchema``)."""
     try:
-        canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+        constraint = JsonSchema(schema, param=param)
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"the schema is not JSON: {exc}", param=param) from exc
-    grammar = _cached_grammar(canonical, param)
-    if len(grammar) > max_bytes:
-        raise InvalidRequestError(
-            f"the schema's grammar would be {len(grammar)} bytes; this server builds at most "
-            f"{max_bytes} (--max-grammar-bytes): lower maxLength/maxItems or enum sizes",
-            param=param, code="schema_too_large")
+    grammar = compile_constraint(constraint, max_bytes=max_bytes)
+    assert grammar is not None
     return grammar
 
 
 @lru_cache(maxsize=256)
-def _cached_grammar(canonical: str, param: str) -> str:
-    return _build_grammar(json.loads(canonical), param)
+def _compiled(constraint: Constraint) -> str | None:
+    # Constraints compare (and hash) by kind, canonical form and param: the cache key.
+    if isinstance(constraint, JsonSchema):
+        return _build_grammar(constraint.schema, constraint.param)
+    if isinstance(constraint, JsonObject):
+        return _build_grammar(JSON_OBJECT_SCHEMA, constraint.param)
+    if isinstance(constraint, Choice):
+        if not constraint.options:
+            raise InvalidRequestError("a choice needs at least one option",
+                                      param=constraint.param)
+        return _parsed(f"root ::= {alternatives(constraint.options)}", constraint.param)
+    if isinstance(constraint, Regex):
+        return _regex_grammar(constraint)
+    return _tool_call_grammar(constraint) if constraint.forced else None
+
+
+def _regex_grammar(regex: Regex) -> str:
+    try:
+        body = regex_rule(regex.pattern, max_repeat=MAX_REPEAT)
+    except re.error as exc:
+        raise InvalidRequestError(f"invalid regular expression: {exc}",
+                                  param=regex.param) from exc
+    except Unenforceable as exc:
+        raise InvalidRequestError(f"in a regular expression, {exc}", param=regex.param) from None
+    except RecursionError:
+        raise InvalidRequestError("the regular expression nests too deeply",
+                                  param=regex.param) from None
+    return _parsed(f"root ::= {body}", regex.param)
+
+
+def _tool_call_grammar(call: ToolCall) -> str:
+    """``prefix``, one ``{"name": ..., "arguments": ...}`` object calling one of the
+    functions with valid arguments, ``suffix``."""
+    if not call.functions:
+        raise InvalidRequestError("a tool call needs at least one function", param=call.param)
+    branches: list[dict[str, Any]] = []
+    defs: dict[str, dict[str, Any]] = {key: {} for key in _DEFS}
+    for function in call.functions:
+        _compiled(JsonSchema(function.parameters, param=function.param))  # refusals name it
+        parameters = copy.deepcopy(function.parameters)
+        for key in _DEFS:  # references are to the root: move definitions up to the call's
+            for name, sub in parameters.pop(key, {}).items():
+                if defs[key].setdefault(name, sub) != sub:
+                    raise InvalidRequestError(f"tools define different '{key}/{name}'",
+                                              param=function.param)
+        branches.append({"type": "object",
+                         "properties": {"name": {"const": function.name},
+                                        "arguments": parameters},
+                         "required": ["name", "arguments"]})
+    schema: dict[str, Any] = branches[0] if len(branches) == 1 else {"anyOf": branches}
+    schema.update({key: entries for key, entries in defs.items() if entries})
+    body = rename_root(_build_grammar(schema, call.param), _CALL_RULE)
+    pieces = (literal(call.prefix) if call.prefix else "", _CALL_RULE,
+              literal(call.suffix) if call.suffix else "")
+    return f"{body}\nroot ::= " + " ".join(piece for piece in pieces if piece)
 
 
 def _build_grammar(schema: Any, param: str) -> str:
@@ -125,16 +204,19 @@ def _build_grammar(schema: Any, param: str) -> str:
     except (AssertionError, KeyError, ValueError, TypeError, RecursionError) as exc:
         raise InvalidRequestError(f"the schema cannot be turned into a grammar: {exc}",
                                   param=param) from exc
-    grammar = factor_alternatives(grammar.replace(_CONVERTER_CHAR, _JSON_CHAR))
+    return _parsed(factor_alternatives(grammar.replace(_CONVERTER_CHAR, _JSON_CHAR)), param)
+
+
+def _parsed(grammar: str, param: str) -> str:
     if not grammar_parses(grammar):
-        raise InvalidRequestError("the schema cannot be turned into a grammar", param=param)
+        raise InvalidRequestError("the constraint cannot be turned into a grammar", param=param)
     return grammar
 
 
 def rename_root(grammar: str, name: str) -> str:
     """The same grammar with its start rule called ``name`` (to embed it in a larger one)."""
     return "\n".join(f"{name} ::=" + line[len("root ::="):] if line.startswith("root ::=")
-                     else line for line in grammar.splitlines())
+                      else line for line in grammar.splitlines())
 
 
 def grammar_parses(grammar: str) -> bool:

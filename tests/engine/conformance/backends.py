@@ -1,0 +1,74 @@
+"""The backends the conformance suite runs on: one entry each in ``BACKENDS``.
+
+A new backend (vLLM, a Ray replica) is one more entry: an async factory for an engine that
+will load when started, and, if it has one, a way to make its load fail. Each factory
+imports its backend itself, so a backend whose package is missing fails only its own tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from insieme.config import EngineConfig, bundled_model_path
+from insieme.engine.base import Engine
+
+LOAD_SECONDS = 120.0  # a load that takes longer fails its test instead of hanging it
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """How the suite gets one backend's engines, none of them started yet.
+
+    ``make`` builds one that loads; ``make_broken`` (given a scratch folder) one whose load
+    fails, with the text its ``failure`` must name, or is None where the backend has no way
+    to fail a load. ``marks`` go on every test of the backend.
+    """
+
+    make: Callable[[], Awaitable[Engine]]
+    make_broken: Callable[[Path], Awaitable[tuple[Engine, str]]] | None = None
+    marks: tuple[pytest.MarkDecorator, ...] = ()
+
+
+async def started(engine: Engine) -> Engine:
+    """``engine`` started and ready."""
+    await engine.start()
+    async with asyncio.timeout(LOAD_SECONDS):
+        await engine.wait_ready()
+    return engine
+
+
+async def fake_engine() -> Engine:
+    from insieme.engine.fake import FakeEngine
+
+    # A token takes a moment, as on any real backend: requests can be seen running.
+    return FakeEngine(token_delay=0.001)
+
+
+def _llama_config(model_path: str) -> EngineConfig:
+    return EngineConfig(model_path=model_path, max_model_len=512, max_num_seqs=4, n_threads=1)
+
+
+async def llama_engine() -> Engine:
+    from insieme.engine.llama.engine import LlamaEngine
+
+    return LlamaEngine(_llama_config(str(bundled_model_path())))
+
+
+async def broken_llama_engine(folder: Path) -> tuple[Engine, str]:
+    from insieme.engine.llama.engine import LlamaEngine
+
+    model = folder / "corrupt.gguf"
+    model.write_bytes(b"this is not a GGUF model\n" * 64)
+    return LlamaEngine(_llama_config(str(model))), model.name
+
+
+BACKENDS: dict[str, Backend] = {
+    "fake": Backend(make=fake_engine),
+    "llama": Backend(make=llama_engine, make_broken=broken_llama_engine,
+                     marks=(pytest.mark.model,)),
+}
