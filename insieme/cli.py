@@ -61,8 +61,12 @@ def _add_serve(
                    help="requests that may wait for a slot; beyond it, 429")
     p.add_argument("--long-prefill-token-threshold", type=int,
                    default=_ENGINE_DEFAULTS.long_prefill_token_threshold, metavar="N",
-                   help="while others decode, feed a longer prompt N tokens a step, so one "
-                   "long prompt cannot stall every stream (default: %(default)s; 0: no cap)")
+                   help="while others decode, a prompt with more than N tokens left to feed "
+                   "gets --long-prefill-chunk a step, so one long prompt cannot stall every "
+                   "stream (default: %(default)s, no cap)")
+    p.add_argument("--long-prefill-chunk", type=int,
+                   default=_ENGINE_DEFAULTS.long_prefill_chunk, metavar="N",
+                   help="tokens a step for such a prompt (default: the threshold, as vLLM)")
     p.add_argument("--kv-unified", action="store_true",
                    help="one KV pool shared by all sequences (default: a stream per sequence)")
     p.add_argument("--kv-cache-tokens", type=int, default=None,
@@ -136,6 +140,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         n_threads=args.threads,
         enable_prefix_caching=not args.no_prefix_caching,
         long_prefill_token_threshold=args.long_prefill_token_threshold,
+        long_prefill_chunk=args.long_prefill_chunk,
         max_grammar_bytes=args.max_grammar_bytes,
     )
     limits = LimitsConfig(

@@ -48,8 +48,10 @@ class EngineConfig:
     kv_unified: bool = False  # one shared KV pool instead of a stream per sequence
     n_threads: int | None = None  # None: every core
     enable_prefix_caching: bool = True
-    # While sequences decode, a longer prompt is fed this many tokens a step; 0: no cap.
+    # While sequences decode, a prompt with more tokens to feed than the threshold is fed
+    # long_prefill_chunk of them a step (0: the threshold); a threshold of 0: no cap.
     long_prefill_token_threshold: int = 0
+    long_prefill_chunk: int = 0
     # The largest grammar a constraint may become (a 400 beyond): llama.cpp parses it on the
     # engine thread, once per request (about 15 ms at the default here).
     max_grammar_bytes: int = 256 * 1024
@@ -65,8 +67,9 @@ class EngineConfig:
             raise ConfigError("--max-num-batched-tokens must be at least 16")
         if self.max_queue < 0:
             raise ConfigError("--max-queue must be 0 or more")
-        if self.long_prefill_token_threshold < 0:
-            raise ConfigError("--long-prefill-token-threshold must be 0 or more")
+        if self.long_prefill_token_threshold < 0 or self.long_prefill_chunk < 0:
+            raise ConfigError("--long-prefill-token-threshold and --long-prefill-chunk must "
+                              "be 0 or more")
         if self.n_threads is not None and self.n_threads < 1:
             raise ConfigError("--threads must be at least 1")
         if self.max_grammar_bytes < 1:

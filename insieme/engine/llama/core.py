@@ -64,6 +64,7 @@ class EngineCore:
         token_budget: int,
         max_model_len: int,
         long_prefill_threshold: int = 0,
+        long_prefill_chunk: int = 0,
         prefix_caching: bool,
         emit: Emit,
         on_death: Callable[[str], None] | None = None,
@@ -73,7 +74,7 @@ class EngineCore:
         self.slots = SlotManager(runtime, max_num_seqs, prefix_caching)
         kv_pool = runtime.n_ctx if runtime.shape.kv_unified else None
         self.scheduler = Scheduler(self.slots, max_num_seqs, token_budget, kv_pool,
-                                   long_prefill_threshold)
+                                   long_prefill_threshold, long_prefill_chunk)
         self.batch = Batch(max(token_budget, max_num_seqs), max_num_seqs)
         self._emit = emit
         self._on_death = on_death

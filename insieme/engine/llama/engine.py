@@ -135,6 +135,7 @@ class LlamaEngine:
             max_num_seqs=self.config.max_num_seqs,
             token_budget=max(self.config.max_num_batched_tokens, self.config.max_num_seqs),
             long_prefill_threshold=self.config.long_prefill_token_threshold,
+            long_prefill_chunk=self.config.long_prefill_chunk,
             max_model_len=info.max_model_len,
             prefix_caching=self.config.enable_prefix_caching,
             emit=self._emit,

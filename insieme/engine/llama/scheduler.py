@@ -8,9 +8,9 @@ burst of arrivals together. A request that finds the queue full is refused befor
 here (see ``LlamaEngine.submit``).
 
 While any sequence decodes, a prompt with more than ``long_prefill_threshold`` tokens still
-to feed gets at most that many a step (vLLM's ``--long-prefill-token-threshold``): one long
-prompt then costs the running streams a little each step instead of stalling them for whole
-seconds of prefill.
+to feed gets at most ``long_prefill_chunk`` a step (by default the threshold itself, as
+vLLM's ``--long-prefill-token-threshold`` does): one long prompt then costs the running
+streams a little each step instead of stalling them for whole seconds of prefill.
 """
 
 from __future__ import annotations
@@ -49,11 +49,13 @@ class Scheduler:
         token_budget: int,
         kv_pool: int | None = None,
         long_prefill_threshold: int = 0,  # 0: prompts take what the budget leaves
+        long_prefill_chunk: int = 0,  # 0: the threshold
     ) -> None:
         self.slots = slots
         self.max_num_seqs = max_num_seqs
         self.token_budget = token_budget
         self.long_prefill_threshold = long_prefill_threshold
+        self.long_prefill_chunk = long_prefill_chunk or long_prefill_threshold
         # A shared KV pool (None: a stream per sequence, which never runs short).
         self.kv_pool = kv_pool
         self.waiting: deque[Sequence] = deque()  # group leaders; followers ride along
@@ -115,7 +117,7 @@ class Scheduler:
         count = min(seq.num_pending, budget)
         limit = self.long_prefill_threshold
         if decoding and 0 < limit < seq.num_pending:
-            count = min(count, limit)
+            count = min(count, self.long_prefill_chunk)
         return count
 
     def _fits(self) -> int:

@@ -38,6 +38,17 @@ def test_a_long_prompt_is_fed_in_small_chunks_while_others_decode() -> None:
     assert fed(scheduler) == {"short": 1, "brief": 1, "long": 32}
 
 
+def test_the_chunk_may_be_smaller_than_the_threshold() -> None:
+    slots = SlotManager(FakeKV(), N_SLOTS, prefix_caching=False)  # type: ignore[arg-type]
+    scheduler = Scheduler(slots, N_SLOTS, token_budget=512, long_prefill_threshold=64,
+                          long_prefill_chunk=4)
+    scheduler.add(leader("short", 20))
+    fed(scheduler)
+    scheduler.add(leader("long", 1000))
+    scheduler.add(leader("chat", 60))  # at most the threshold: in one go
+    assert fed(scheduler) == {"short": 1, "long": 4, "chat": 60}
+
+
 def test_without_decoders_or_a_cap_prefill_takes_the_budget() -> None:
     slots = SlotManager(FakeKV(), N_SLOTS, prefix_caching=False)  # type: ignore[arg-type]
     capped = Scheduler(slots, N_SLOTS, token_budget=512, long_prefill_threshold=32)
