@@ -133,7 +133,7 @@ def create_app(engine: Engine, config: ServerConfig) -> InsiemeApp:
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
-    install_openapi(app, config.served_model_names)
+    install_openapi(app)
     # The playground: static files inside the package, no build step, no CDN.
     if (STATIC_DIR / "index.html").is_file():
         app.add_api_route("/", _playground, methods=["GET"], include_in_schema=False)

@@ -2,72 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from insieme.api import admission, logprobs, prompting, structured, tools
+from insieme.api import admission, logprobs, tools
 from insieme.api.context import AppContext
 from insieme.api.schemas import ChatCompletionRequest
 from insieme.api.streaming import (
-    DONE,
     SSE_HEADERS,
     Collected,
     collect,
-    error_event,
-    events_or_error,
-    failure,
     finish_text,
-    new_id,
     now,
     parse_body,
-    sse,
+    sse_events,
     usage,
 )
-from insieme.config import LimitsConfig
-from insieme.engine.base import OutputStream
-from insieme.engine.constraints import Constraint
-from insieme.engine.types import FinishReason, GenerationRequest, TokenInfo
+from insieme.engine.types import StepOutput, TokenInfo
 
 
 async def create_chat_completion(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
-    limits = ctx.config.limits
-    body = await parse_body(request, ChatCompletionRequest, max_depth=limits.max_json_depth)
-    prompting.check_model(ctx.config, body.model)
-    options = logprobs.options(body)
-    prompting.stop_strings(body, limits)  # refused before any work is done
-    tool_plan = tools.plan(body, limits)
-    messages = prompting.chat_messages(body.messages, limits)
-    prompting.check_prompt_size(sum(len(m["content"]) for m in messages), limits,
-                                ctx.engine.info.max_model_len, "messages")
-    constraint = _constraint(body, tool_plan, limits)  # the engine compiles it, off the loop
-    prompt = await ctx.engine.render_chat(messages,
-                                          tools=tool_plan.offered if tool_plan else None)
-    prompt_text, tokens = prompt.text, prompt.tokens
-    requested = body.max_completion_tokens or body.max_tokens
-    tokens, max_tokens = prompting.fit_to_context(ctx.engine, ctx.config, body, tokens, requested)
-    echo = bool(body.echo) and not body.stream  # Together's ``prompt`` field, whole responses
-    params = prompting.sampling_params(body, max_tokens, n_vocab=ctx.engine.info.n_vocab,
-                                       constraint=constraint, logprobs=options, echo=echo,
-                                       limits=limits)
-    request_id = new_id("chatcmpl")
-    stream = await admission.submit(ctx, request.state.record,
-                                    GenerationRequest(request_id, tokens, params, body.n))
-    reply = _Reply(request_id, ctx.config.model_id, body.n, tool_plan, options)
+    body = await parse_body(request, ChatCompletionRequest,
+                            max_depth=ctx.config.limits.max_json_depth)
+    admitted = await admission.chat(ctx, request.state.record, body)
+    stream, request_id, options = admitted.stream, admitted.request_id, admitted.options
+    echo = bool(body.echo) and not body.stream
+    reply = _Reply(request_id, ctx.config.model_id, body.n, admitted.tool_plan, options)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = _chat_events(stream, reply, include_usage)
+        events = sse_events(stream, body.n, include_usage, _ChatChunks(reply))
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
     result = await collect(stream, request, body.n)
     prompt: list[dict[str, Any]] = []
     if echo:
         prompt_logprobs = (logprobs.together_object(result.prompt or (), options.top)
                            if options else None)
-        prompt = [{"text": prompt_text, "logprobs": prompt_logprobs}]
+        prompt = [{"text": admitted.prompt_text, "logprobs": prompt_logprobs}]
     return JSONResponse(
         {
             "id": request_id,
@@ -79,14 +53,6 @@ async def create_chat_completion(request: Request) -> Response:
             "usage": usage(result.prompt_tokens, result.completion_tokens, result.cached_tokens),
         }
     )
-
-
-def _constraint(body: ChatCompletionRequest, tool_plan: tools.ToolPlan | None,
-                limits: LimitsConfig) -> Constraint | None:
-    """What ``tool_choice`` or ``response_format`` asks the output to be."""
-    if tool_plan is not None and tool_plan.enforced:
-        return tools.call_constraint(tool_plan, limits)
-    return structured.response_constraint(body.response_format, limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,22 +114,23 @@ def _end_token(token: TokenInfo) -> bool:
     return token.special and not token.text
 
 
-async def _chat_events(stream: OutputStream, reply: _Reply,
-                       include_usage: bool) -> AsyncIterator[bytes]:
-    created = now()
-    n = reply.n
-    started = [False] * n
-    texts: list[list[str]] = [[] for _ in range(n)]
-    calls = ([tools.CallStream(reply.tool_plan) for _ in range(n)]
-             if reply.reads_calls and reply.tool_plan is not None else None)
-    open_choices = n
-    completion_tokens = 0
-    async for output in events_or_error(stream):
-        if output.finish_reason is FinishReason.ERROR:
-            yield error_event(failure(output))
-            return
-        index = output.index
-        texts[index].append(output.text)
+class _ChatChunks:
+    """The chunks of a streamed chat completion (``sse_events`` does the usage and the end):
+    the first delta of a choice carries the role, the last the finish and Together's
+    ``generated_text``; a tool call goes out whole, one call a chunk, after the text."""
+
+    def __init__(self, reply: _Reply) -> None:
+        self.reply = reply
+        self.created = now()
+        n = reply.n
+        self.started = [False] * n
+        self.texts: list[list[str]] = [[] for _ in range(n)]
+        self.calls = ([tools.CallStream(reply.tool_plan) for _ in range(n)]
+                      if reply.reads_calls and reply.tool_plan is not None else None)
+
+    def chunks(self, output: StepOutput) -> list[dict[str, Any]]:
+        reply, index, calls = self.reply, output.index, self.calls
+        self.texts[index].append(output.text)
         content = output.text if calls is None else calls[index].feed(output.text)
         finish = finish_text(output.finish_reason)
         tool_calls: list[dict[str, Any]] = []
@@ -173,37 +140,22 @@ async def _chat_events(stream: OutputStream, reply: _Reply,
             if tool_calls and finish == "stop":
                 finish = "tool_calls"
         delta: dict[str, Any] = {"content": content, "tool_calls": None}
-        if not started[index]:
-            started[index] = True
+        if not self.started[index]:
+            self.started[index] = True
             delta = {"role": "assistant", **delta}
         token = output.token
         if token is not None:
             delta["token_id"] = token.id
-        # A tool call goes out whole, one call per chunk, after the last token's chunk.
-        chunks = [reply.chunk(created, index, delta, None if tool_calls else finish, token,
+        chunks = [reply.chunk(self.created, index, delta, None if tool_calls else finish, token,
                               output.text)]
         for k, call in enumerate(tool_calls):
-            chunks.append(reply.chunk(created, index, {"content": None, "tool_calls": [
+            chunks.append(reply.chunk(self.created, index, {"content": None, "tool_calls": [
                 {"index": k, **call}]}, finish if k == len(tool_calls) - 1 else None))
-        last = chunks[-1]
         if finish is not None:
-            open_choices -= 1
-            completion_tokens += output.completion_tokens
-            last["generated_text"] = "".join(texts[index])
-            totals = usage(output.prompt_tokens, completion_tokens, output.cached_tokens)
-            if open_choices == 0 and not include_usage:
-                last["usage"] = totals
-        for chunk in chunks:
-            yield sse(chunk)
-        if finish is not None and open_choices == 0 and include_usage:
-            yield sse(
-                {
-                    "id": reply.request_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": reply.model,
-                    "choices": [],
-                    "usage": totals,
-                }
-            )
-    yield DONE
+            chunks[-1]["generated_text"] = "".join(self.texts[index])
+        return chunks
+
+    def usage_chunk(self, totals: dict[str, Any]) -> dict[str, Any]:
+        reply = self.reply
+        return {"id": reply.request_id, "object": "chat.completion.chunk",
+                "created": self.created, "model": reply.model, "choices": [], "usage": totals}

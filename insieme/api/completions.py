@@ -2,81 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from insieme.api import admission, logprobs, prompting
+from insieme.api import admission, logprobs
 from insieme.api.context import AppContext
 from insieme.api.schemas import CompletionRequest
 from insieme.api.streaming import (
-    DONE,
     SSE_HEADERS,
     Collected,
     collect,
-    error_event,
-    events_or_error,
-    failure,
     finish_text,
-    new_id,
     now,
     parse_body,
-    sse,
+    sse_events,
     usage,
 )
-from insieme.engine.base import OutputStream
-from insieme.engine.types import FinishReason, GenerationRequest, PromptToken, TokenInfo
-from insieme.errors import InvalidRequestError
-
-
-async def _single_prompt(ctx: AppContext, body: CompletionRequest) -> list[int]:
-    prompt = body.prompt
-    # Special token text in a string is parsed: the caller wrote the whole prompt.
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if isinstance(prompt, str):
-        prompting.check_prompt_size(len(prompt), ctx.config.limits,
-                                    ctx.engine.info.max_model_len, "prompt")
-        return await ctx.engine.tokenize(prompt)
-    if prompt and all(isinstance(t, int) for t in prompt):
-        vocab = ctx.engine.info.n_vocab
-        ids = [int(t) for t in prompt]  # type: ignore[arg-type]
-        if any(not 0 <= t < vocab for t in ids):
-            raise InvalidRequestError("a prompt token id is outside the vocabulary",
-                                      param="prompt")
-        return ids
-    if isinstance(prompt, list) and len(prompt) == 1:
-        return list(prompt[0])  # type: ignore[arg-type]
-    raise InvalidRequestError(
-        "send one prompt per request (a string or a list of token ids)", param="prompt"
-    )
+from insieme.engine.types import PromptToken, StepOutput, TokenInfo
 
 
 async def create_completion(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     body = await parse_body(request, CompletionRequest,
                             max_depth=ctx.config.limits.max_json_depth)
-    prompting.check_model(ctx.config, body.model)
-    options = logprobs.options(body)
-    tokens = await _single_prompt(ctx, body)
-    tokens, max_tokens = prompting.fit_to_context(
-        ctx.engine, ctx.config, body, tokens, body.max_tokens
-    )
-    params = prompting.sampling_params(body, max_tokens, n_vocab=ctx.engine.info.n_vocab,
-                                       logprobs=options, echo=bool(body.echo),
-                                       limits=ctx.config.limits)
-    request_id = new_id("cmpl")
-    stream = await admission.submit(ctx, request.state.record,
-                                    GenerationRequest(request_id, tokens, params, body.n))
+    admitted = await admission.completion(ctx, request.state.record, body)
+    stream, request_id, options = admitted.stream, admitted.request_id, admitted.options
     echo = _Echo.of(request, body) if body.echo else None
     objects = _TOGETHER_OBJECTS if _from_together(request) else _OPENAI_OBJECTS
     reply = _Reply(request_id, ctx.config.model_id, body.n, options, echo, objects)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = _completion_events(stream, reply, include_usage)
+        events = sse_events(stream, body.n, include_usage, _CompletionChunks(reply))
         return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
     result = await collect(stream, request, body.n)
     return JSONResponse(
@@ -163,60 +123,50 @@ class _Reply:
                              if self.options else None)}
 
 
-async def _completion_events(stream: OutputStream, reply: _Reply,
-                             include_usage: bool) -> AsyncIterator[bytes]:
-    created = now()
-    started = [False] * reply.n
-    offsets = [0] * reply.n
-    open_choices = reply.n
-    completion_tokens = 0
-    async for output in events_or_error(stream):
-        if output.finish_reason is FinishReason.ERROR:
-            yield error_event(failure(output))
-            return
-        index = output.index
-        finish = finish_text(output.finish_reason)
-        token = output.token
+class _CompletionChunks:
+    """The chunks of a streamed completion (``sse_events`` does the usage and the end)."""
+
+    def __init__(self, reply: _Reply) -> None:
+        self.reply = reply
+        self.created = now()
+        self.started = [False] * reply.n
+        self.offsets = [0] * reply.n  # OpenAI's text_offset, per choice
+
+    def chunks(self, output: StepOutput) -> list[dict[str, Any]]:
+        reply, index, token = self.reply, output.index, output.token
         text = output.text
         counted = token if token is not None and not (token.special and not token.text) else None
         lp = logprobs.chunk_fields(counted, reply.options, completion=True,
-                                   offset=offsets[index])
+                                   offset=self.offsets[index])
         extra: dict[str, Any] = {}
-        if not started[index]:
-            started[index] = True
+        if not self.started[index]:
+            self.started[index] = True
             if reply.echo is not None:
                 if output.prompt is not None:
                     extra["prompt"] = reply.prompt_field(output.prompt)
                 if reply.echo.in_text:
-                    prompt_text = reply.echo.text_of(output.prompt)
-                    text = prompt_text + text
+                    text = reply.echo.text_of(output.prompt) + text
                     if reply.options is not None and reply.options.openai:
                         lp = {"logprobs": logprobs.completion_object(
                             [*(output.prompt or ()), *([counted] if counted else [])],
                             reply.options)}
-        offsets[index] += len(text)
-        chunk: dict[str, Any] = {
+        self.offsets[index] += len(text)
+        finish = finish_text(output.finish_reason)
+        return [{
             "id": reply.request_id,
             "object": reply.objects.chunk,
-            "created": created,
+            "created": self.created,
             "model": reply.model,
             "choices": [{"index": index, "text": text, "finish_reason": finish, **lp}],
-            "token": None
-            if token is None
-            else {"id": token.id, "text": output.text, "logprob": token.logprob,
-                  "special": token.special},
+            "token": None if token is None else {"id": token.id, "text": output.text,
+                                                 "logprob": token.logprob,
+                                                 "special": token.special},
             "finish_reason": finish,
             "usage": None,
             **extra,
-        }
-        if finish is not None:
-            open_choices -= 1
-            completion_tokens += output.completion_tokens
-            totals = usage(output.prompt_tokens, completion_tokens, output.cached_tokens)
-            if open_choices == 0 and not include_usage:
-                chunk["usage"] = totals
-        yield sse(chunk)
-        if finish is not None and open_choices == 0 and include_usage:
-            yield sse({"id": reply.request_id, "object": reply.objects.chunk, "created": created,
-                       "model": reply.model, "choices": [], "usage": totals})
-    yield DONE
+        }]
+
+    def usage_chunk(self, totals: dict[str, Any]) -> dict[str, Any]:
+        reply = self.reply
+        return {"id": reply.request_id, "object": reply.objects.chunk, "created": self.created,
+                "model": reply.model, "choices": [], "usage": totals}

@@ -207,8 +207,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
-def install_openapi(app: FastAPI, served_model_names: tuple[str, ...]) -> None:
-    """Make ``app.openapi()`` (served at /openapi.json) describe the real bodies."""
+def install_openapi(app: FastAPI) -> None:
+    """Make ``app.openapi()`` (served at /openapi.json) describe the real bodies: the wire
+    schemas' own JSON schemas, as pydantic writes them."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -218,37 +219,9 @@ def install_openapi(app: FastAPI, served_model_names: tuple[str, ...]) -> None:
                                                 ref_template=REF)
             components = document.setdefault("components", {}).setdefault("schemas", {})
             components.update(definitions.get("$defs", {}))
-            _tighten(components, served_model_names)
             for (method, path), operation in OPERATIONS.items():
                 document["paths"][path][method].update(operation)
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = build  # type: ignore[method-assign]
-
-
-def _tighten(components: dict[str, Any], served_model_names: tuple[str, ...]) -> None:
-    """What the routes require beyond the pydantic models (each a 400 or 404 otherwise)."""
-    for request in (ChatCompletionRequest, CompletionRequest):
-        # Any other name is a 404 here, whatever Together's catalogue holds.
-        components[request.__name__]["properties"]["model"]["enum"] = list(served_model_names)
-    components["ChatCompletionRequest"]["properties"]["messages"]["minItems"] = 1
-    # Text in every message (an assistant's tool calls aside), text parts only: the model
-    # reads text.
-    message = components["ChatMessage"]
-    message["required"] = ["role", "content"]
-    message["properties"]["content"] = {"anyOf": [
-        {"type": "string"},
-        {"type": "array", "items": {"$ref": REF.format(model="ContentPart")}, "minItems": 1}]}
-    part = components["ContentPart"]
-    part["properties"] = {"type": {"const": "text"}, "text": {"type": "string"}}
-    part["required"] = ["type", "text"]
-    token_ids = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
-    prompt = components["CompletionRequest"]["properties"]["prompt"]
-    prompt["anyOf"] = [  # one prompt per request: text, or token ids
-        {"type": "string", "minLength": 1},
-        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
-         "maxItems": 1},
-        token_ids,
-        {"type": "array", "items": token_ids, "minItems": 1, "maxItems": 1},
-    ]

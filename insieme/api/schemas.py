@@ -73,13 +73,84 @@ class SamplingFields(_Body):
     ignore_eos: bool = False
 
 
+# -- response_format ------------------------------------------------------------------------
+
+JsonSchemaObject = dict[str, Any]  # a JSON Schema; checked against its meta-schema later
+
+
+class JsonSchemaSpec(_Body):
+    name: str | None = None
+    description: str | None = None
+    schema_: JsonSchemaObject | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class TextFormat(_Body):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(_Body):
+    """Any JSON object; together 1.x sends a ``schema`` beside the type."""
+
+    type: Literal["json_object"]
+    schema_: JsonSchemaObject | None = Field(default=None, alias="schema")
+
+
+class JsonSchemaFormat(_Body):
+    """A JSON schema in ``json_schema`` (OpenAI), or beside the type (Together's older form)."""
+
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec | None = None
+    schema_: JsonSchemaObject | None = Field(default=None, alias="schema")
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat,
+                           Field(discriminator="type")]
+
+
+# -- tools --------------------------------------------------------------------------------------
+
+ToolName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+
+
+class FunctionSpec(_Body):
+    name: ToolName
+    description: str | None = None
+    parameters: JsonSchemaObject | None = None  # None: no arguments
+    strict: bool | None = None
+
+
+class Tool(_Body):
+    type: Literal["function"] = "function"
+    function: FunctionSpec
+
+
+class FunctionName(_Body):
+    name: str
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"] = "function"
+    function: FunctionName
+
+
+# "auto", "none", "required", or (as Together accepts) the bare name of a tool.
+ToolChoice = str | NamedToolChoice
+
+
 class ChatCompletionRequest(SamplingFields):
-    messages: list[ChatMessage]
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+
+
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+PromptText = Annotated[str, Field(min_length=1)]
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    # One prompt per request: text or token ids, or a list holding one of them.
+    prompt: (PromptText | Annotated[list[PromptText], Field(min_length=1, max_length=1)]
+             | TokenIds | Annotated[list[TokenIds], Field(min_length=1, max_length=1)])

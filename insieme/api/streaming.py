@@ -8,7 +8,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
@@ -117,13 +117,25 @@ def json_depth(value: Any, limit: int) -> int:
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
-    # pydantic adds the union branch's type name to the location ('str', 'list[str]', ...):
-    # keep only names and indices, which is what a client can act on.
-    kept = [str(p) for p in loc if isinstance(p, int) or ("[" not in p and p not in _TYPE_TAGS)]
+    # pydantic adds the union branch's type to the location ('str', 'list[str]',
+    # 'constrained-str', ...) and a tagged union's tag after the field: keep only names and
+    # indices, which is what a client can act on.
+    kept: list[str] = []
+    previous: Any = None
+    for part in loc:
+        tag = isinstance(previous, str) and part in _UNION_TAGS.get(previous, ())
+        previous = part
+        if isinstance(part, int):
+            kept.append(str(part))
+        elif not (tag or "[" in part or part in _TYPE_TAGS
+                  or part.startswith(("constrained-", "function-"))):
+            kept.append(part)
     return ".".join(kept)
 
 
-_TYPE_TAGS = {"str", "int", "float", "bool", "function-after", "constrained-int"}
+_TYPE_TAGS = {"str", "int", "float", "bool", "NamedToolChoice"}
+# Tagged unions: the tag pydantic puts after the field's name.
+_UNION_TAGS = {"response_format": {"text", "json_object", "json_schema"}}
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
@@ -191,6 +203,43 @@ async def collect(stream: OutputStream, request: Request, n: int) -> Collected:
 def _raise_if_failed(output: StepOutput) -> None:
     if output.finish_reason is FinishReason.ERROR:
         raise failure(output)
+
+
+class ChunkWriter(Protocol):
+    """What a route says about its stream: the chunks for one engine output (the last of
+    them carries the choice's finish), and the closing usage-only chunk of include_usage."""
+
+    def chunks(self, output: StepOutput) -> list[dict[str, Any]]: ...
+
+    def usage_chunk(self, totals: dict[str, Any]) -> dict[str, Any]: ...
+
+
+async def sse_events(stream: OutputStream, n: int, include_usage: bool,
+                     writer: ChunkWriter) -> AsyncIterator[bytes]:
+    """The SSE body of a streamed completion, chat or text: the writer's chunks, usage on the
+    last choice's last chunk (Together's default) or in one more chunk with no choices
+    (OpenAI's ``stream_options.include_usage``), an error event if the engine fails the
+    request, then ``[DONE]``."""
+    open_choices = n
+    completion_tokens = 0
+    async for output in events_or_error(stream):
+        if output.finish_reason is FinishReason.ERROR:
+            yield error_event(failure(output))
+            return
+        chunks = writer.chunks(output)
+        totals: dict[str, Any] | None = None
+        if output.finish_reason is not None:
+            open_choices -= 1
+            completion_tokens += output.completion_tokens
+            if open_choices == 0:
+                totals = usage(output.prompt_tokens, completion_tokens, output.cached_tokens)
+                if not include_usage:
+                    chunks[-1]["usage"] = totals
+        for chunk in chunks:
+            yield sse(chunk)
+        if totals is not None and include_usage:
+            yield sse(writer.usage_chunk(totals))
+    yield DONE
 
 
 async def events_or_error(stream: OutputStream) -> AsyncIterator[StepOutput]:

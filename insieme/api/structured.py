@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from insieme.api.schemas import JsonSchemaFormat, ResponseFormat, TextFormat
 from insieme.config import LimitsConfig
 from insieme.engine.constraints import Constraint, JsonObject, JsonSchema, check_schema
 from insieme.errors import InvalidRequestError
@@ -20,37 +21,21 @@ def check_schema_size(schema: Any, limits: LimitsConfig, param: str) -> None:
             " (--max-schema-bytes)", param=param, code="schema_too_large")
 
 
-def response_constraint(response_format: dict[str, Any] | None,
+def response_constraint(response_format: ResponseFormat | None,
                         limits: LimitsConfig | None = None) -> Constraint | None:
     """The constraint ``response_format`` asks for, or None for free text.
 
-    Accepted: ``{type: "text"}``, ``{type: "json_object"}``, ``{type: "json_schema",
-    json_schema: {name, schema, strict}}`` and Together's older forms with ``schema`` beside
-    ``type`` (``json_object`` or ``json_schema``), which together 1.x sends. A schema must be
-    one by its meta-schema and within ``--max-schema-bytes``.
+    The shapes are the wire schema's (``insieme.api.schemas.ResponseFormat``): text, any JSON
+    object, or a JSON schema in ``json_schema.schema`` or (Together's older form, which
+    together 1.x sends) in ``schema`` beside the type. A schema must be one by its
+    meta-schema and within ``--max-schema-bytes``.
     """
-    if not response_format:
+    if response_format is None or isinstance(response_format, TextFormat):
         return None
-    kind = response_format.get("type", "text")
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        schema, param = response_format.get("schema"), "response_format.schema"
-    elif kind == "json_schema":
-        spec = response_format.get("json_schema")
-        if spec is not None and not isinstance(spec, dict):
-            raise InvalidRequestError("'json_schema' must be an object with 'name' and 'schema'",
-                                      param="response_format.json_schema")
-        if spec is not None:
-            schema, param = spec.get("schema"), "response_format.json_schema.schema"
-        else:
-            schema, param = response_format.get("schema"), "response_format.schema"
-    else:
-        raise InvalidRequestError(
-            f"response_format type '{kind}' is not supported: use 'text', 'json_object' or "
-            "'json_schema'",
-            param="response_format.type",
-        )
+    schema, param = response_format.schema_, "response_format.schema"
+    if isinstance(response_format, JsonSchemaFormat) and response_format.json_schema:
+        schema, param = (response_format.json_schema.schema_,
+                         "response_format.json_schema.schema")
     if schema is None:
         return JsonObject(param="response_format")
     check_schema_size(schema, limits or LimitsConfig(), param)

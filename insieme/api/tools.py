@@ -22,14 +22,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from insieme.api.schemas import ChatCompletionRequest
+from insieme.api.schemas import ChatCompletionRequest, NamedToolChoice, Tool
 from insieme.api.structured import check_schema_size
 from insieme.config import LimitsConfig
 from insieme.engine.constraints import ToolCall, ToolFunction, check_schema
 from insieme.engine.tool_prompt import parse_arguments
 from insieme.errors import InvalidRequestError
 
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _BLOCK = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 _MARKERS = ("<tool_call>",)
 _BARE_PREFIXES = ("[TOOL_CALLS]", "<|python_tag|>")
@@ -78,13 +77,8 @@ def plan(body: ChatCompletionRequest, limits: LimitsConfig | None = None) -> Too
     if choice is None:
         return ToolPlan(tools, "auto") if tools else None
     forced: str | None = None
-    if isinstance(choice, dict):
-        function = choice.get("function")
-        forced = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(forced, str):
-            raise InvalidRequestError(
-                "tool_choice must be 'auto', 'none', 'required' or "
-                "{\"type\": \"function\", \"function\": {\"name\": ...}}", param="tool_choice")
+    if isinstance(choice, NamedToolChoice):
+        forced = choice.function.name
     elif choice not in ("auto", "none", "required"):
         forced = choice  # Together accepts a bare tool name
     if forced is not None:
@@ -97,27 +91,19 @@ def plan(body: ChatCompletionRequest, limits: LimitsConfig | None = None) -> Too
     return ToolPlan(tools, str(choice)) if tools else None
 
 
-def _checked_tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
-    if tool.get("type", "function") != "function":
-        raise InvalidRequestError(f"tool type '{tool.get('type')}' is not supported: only "
-                                  "'function'", param=f"tools.{i}.type")
-    function = tool.get("function")
-    if not isinstance(function, dict):
-        raise InvalidRequestError("a tool needs a 'function' object", param=f"tools.{i}.function")
-    name = function.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidRequestError(
-            "a tool's function needs a 'name' of 1 to 64 letters, digits, '_', '-', '.' or ':'",
-            param=f"tools.{i}.function.name")
-    parameters = function.get("parameters")
+def _checked_tool(tool: Tool, i: int) -> dict[str, Any]:
+    """The tool as the prompt and the constraint see it (its schema checked, made an object)."""
+    function = tool.function
+    name = function.name
+    parameters = function.parameters
     if parameters is None:
         parameters = {"type": "object", "properties": {}}
     check_schema(parameters, param=f"tools.{i}.function.parameters")
     if not set(parameters) & {"type", "$ref", "anyOf", "oneOf", "allOf", "enum", "const"}:
         parameters = {**parameters, "type": "object"}  # arguments are an object, always
-    checked = {"name": name, "parameters": parameters}
-    if function.get("description") is not None:
-        checked["description"] = str(function["description"])
+    checked: dict[str, Any] = {"name": name, "parameters": parameters}
+    if function.description is not None:
+        checked["description"] = function.description
     return {"type": "function", "function": checked}
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from insieme.api.schemas import JsonObjectFormat, JsonSchemaFormat
 from insieme.api.structured import response_constraint
 from insieme.config import LimitsConfig, ServerConfig
 from insieme.engine.constraints import JsonObject, JsonSchema
@@ -73,10 +74,10 @@ def test_json_object_and_text(recording: tuple[Server, RecordingEngine]) -> None
     ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strnig"}}},
      "response_format.json_schema.schema", "strnig"),
     ({"type": "json_object", "schema": ["not", "a", "schema"]}, "response_format.schema",
-     "JSON object"),
+     "dictionary"),
     ({"type": "json_schema", "json_schema": "person"}, "response_format.json_schema",
      "json_schema"),
-    ({"type": "regex", "pattern": "a+"}, "response_format.type", "regex"),
+    ({"type": "regex", "pattern": "a+"}, "response_format", "regex"),
 ])
 def test_bad_response_formats(fake_server: Server, response_format: dict[str, Any], param: str,
                               named: str) -> None:
@@ -90,12 +91,13 @@ def test_bad_response_formats(fake_server: Server, response_format: dict[str, An
 
 def test_the_schema_is_checked_and_kept_as_sent() -> None:
     schema = {"type": "object", "properties": {"age": {"type": "integer", "maximum": 150}}}
-    constraint = response_constraint({"type": "json_schema", "json_schema": {"schema": schema}})
+    constraint = response_constraint(JsonSchemaFormat.model_validate(
+        {"type": "json_schema", "json_schema": {"schema": schema}}))
     # Valid JSON Schema: whether ``maximum`` can be enforced is the engine's to say.
     assert constraint == JsonSchema(schema, param="response_format.json_schema.schema")
     big = {"enum": [f"value {i}" for i in range(300)]}
     with pytest.raises(InvalidRequestError) as refused:
-        response_constraint({"type": "json_object", "schema": big},
+        response_constraint(JsonObjectFormat.model_validate({"type": "json_object", "schema": big}),
                             LimitsConfig(max_schema_bytes=1000))
     assert refused.value.code == "schema_too_large"
     assert refused.value.param == "response_format.schema"
