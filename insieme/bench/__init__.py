@@ -6,8 +6,10 @@ From a script::
     results = run_bench(BenchSettings(base_url="http://127.0.0.1:8000/v1", model="m"))
     write_json(results, "results.json")
 
-The layers: ``client`` (one timed streamed request), ``runner`` (the closed loop),
-``metrics`` (pure math on timings), ``report`` and ``plot`` (JSON, tables, PNG), ``cli``.
+The layers: ``client`` (one timed streamed request), ``datasets`` (what each request sends:
+``prompts``, ``multi_turn``, ``grounded``), ``schedule`` (open-loop arrival times), ``loops``
+(one level, closed or open loop), ``runner`` (a whole run), ``metrics`` (pure math on
+timings, goodput), ``report`` and ``plot`` (JSON, tables, PNG), ``cli``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from insieme.bench.client import BenchError
-    from insieme.bench.metrics import Distribution, LevelMetrics, RequestRecord, summarize
+    from insieme.bench.datasets import build_workload
+    from insieme.bench.metrics import Distribution, LevelMetrics, RequestRecord, Slo, summarize
     from insieme.bench.plot import plot_results
-    from insieme.bench.prompts import builtin_prompts, load_prompts
+    from insieme.bench.prompts import Prompt, builtin_prompts, load_prompts
     from insieme.bench.report import load_results, print_report, write_json
     from insieme.bench.runner import bench, run_bench
-    from insieme.bench.settings import BenchSettings
+    from insieme.bench.schedule import arrival_times
+    from insieme.bench.settings import BenchSettings, Level
 
 # Imported on first use: `insieme serve` imports the bench CLI to list the subcommand, and
 # should not pay for matplotlib and httpx on every start.
@@ -30,9 +34,14 @@ _EXPORTS = {
     "BenchError": "client",
     "BenchSettings": "settings",
     "Distribution": "metrics",
+    "Level": "settings",
     "LevelMetrics": "metrics",
+    "Prompt": "prompts",
     "RequestRecord": "metrics",
+    "Slo": "metrics",
+    "arrival_times": "schedule",
     "bench": "runner",
+    "build_workload": "datasets",
     "builtin_prompts": "prompts",
     "load_prompts": "prompts",
     "load_results": "report",
@@ -47,9 +56,14 @@ __all__ = [
     "BenchError",
     "BenchSettings",
     "Distribution",
+    "Level",
     "LevelMetrics",
+    "Prompt",
     "RequestRecord",
+    "Slo",
+    "arrival_times",
     "bench",
+    "build_workload",
     "builtin_prompts",
     "load_prompts",
     "load_results",

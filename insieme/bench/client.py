@@ -147,6 +147,15 @@ async def _stream_once(
 
 
 async def _read_stream(events: AsyncIterator[str], record: RequestRecord, sent: float) -> None:
+    pieces: list[str] = []
+    try:
+        await _read_events(events, record, sent, pieces)
+    finally:
+        record.text = "".join(pieces)
+
+
+async def _read_events(events: AsyncIterator[str], record: RequestRecord, sent: float,
+                       pieces: list[str]) -> None:
     last_chunk: float | None = None
     done = False
     async for data in events:
@@ -176,6 +185,7 @@ async def _read_stream(events: AsyncIterator[str], record: RequestRecord, sent: 
             delta = choices[0].get("delta")
             if isinstance(delta, dict) and delta.get("content"):
                 record.chunk_times.append(arrived)
+                pieces.append(str(delta["content"]))
         usage = chunk.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
             record.output_tokens = usage["completion_tokens"]

@@ -6,6 +6,10 @@
   have none.
 - E2E: from sending the request to its last data chunk.
 - Throughput: completed requests and output tokens over the level's wall time.
+- Goodput: completed requests that met every given SLO (TTFT, TPOT) over the wall time, as
+  ``vllm bench serve --goodput`` counts them; a request with one output token has no TPOT and
+  meets a TPOT SLO. The attainment is the fraction of all the level's requests (failed ones
+  included) that met them.
 
 Percentiles interpolate linearly between ranks, as ``numpy.percentile`` does by default.
 Times are kept in seconds while measuring and reported in milliseconds.
@@ -37,6 +41,8 @@ class RequestRecord:
     error_message: str | None = None
     unanswered: bool = False  # the connection closed before any response came
     reconnects: int = 0  # tries lost to a kept-alive connection the server had closed
+    sent_at: float | None = None  # when it was sent, in seconds since its level started
+    text: str = ""  # the reply's content (a multi-turn conversation sends it back)
 
     @property
     def ok(self) -> bool:
@@ -65,6 +71,23 @@ class RequestRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Slo:
+    """Service-level objectives a request must meet to count toward goodput (ms; None: none)."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+
+    def met_by(self, record: RequestRecord) -> bool:
+        if not record.ok:
+            return False
+        if self.ttft_ms is not None and (record.ttft is None
+                                         or record.ttft * 1000.0 > self.ttft_ms):
+            return False
+        tpot = record.tpot
+        return self.tpot_ms is None or tpot is None or tpot * 1000.0 <= self.tpot_ms
+
+
+@dataclass(frozen=True, slots=True)
 class Distribution:
     """Mean and percentiles of one latency, in milliseconds (None when there is no sample)."""
 
@@ -85,9 +108,10 @@ class Distribution:
 
 @dataclass(frozen=True, slots=True)
 class LevelMetrics:
-    """Everything measured at one concurrency level."""
+    """Everything measured at one level: a closed loop of ``concurrency`` clients, or (when
+    ``request_rate`` is set) open-loop arrivals with ``concurrency`` as the cap, if any."""
 
-    concurrency: int
+    concurrency: int | None
     requests: int
     completed: int
     failed: int
@@ -105,6 +129,10 @@ class LevelMetrics:
     tpot_ms: Distribution
     itl_ms: Distribution
     e2e_ms: Distribution
+    request_rate: float | None = None  # open loop: requests/s (inf: all at once)
+    goodput: float | None = None  # requests/s that met every SLO (None: no SLO given)
+    slo_met: int | None = None
+    slo_attainment: float | None = None  # slo_met over all the level's requests
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -128,9 +156,15 @@ def token_source(records: Sequence[RequestRecord]) -> TokenSource:
 
 
 def summarize(
-    records: Sequence[RequestRecord], *, concurrency: int, duration_s: float
+    records: Sequence[RequestRecord],
+    *,
+    concurrency: int | None,
+    duration_s: float,
+    request_rate: float | None = None,
+    slo: Slo | None = None,
 ) -> LevelMetrics:
-    """Aggregate one level's requests; failed requests count only as errors."""
+    """Aggregate one level's requests; failed requests count only as errors (and as missing
+    the SLOs, when there are any)."""
     done = [r for r in records if r.ok]
     failed = [r for r in records if not r.ok]
     errors = Counter(r.error or "unfinished" for r in failed)
@@ -141,6 +175,7 @@ def summarize(
     prompt_counts = [r.prompt_tokens for r in done if r.prompt_tokens is not None]
     # A zero duration only happens with an empty level; avoid dividing by it.
     wall = duration_s if duration_s > 0 else math.inf
+    met = sum(1 for r in done if slo.met_by(r)) if slo is not None else None
     return LevelMetrics(
         concurrency=concurrency,
         requests=len(records),
@@ -161,4 +196,8 @@ def summarize(
         tpot_ms=Distribution.of_seconds([t for r in done if (t := r.tpot) is not None]),
         itl_ms=Distribution.of_seconds([gap for r in done for gap in r.itl]),
         e2e_ms=Distribution.of_seconds([r.e2e for r in done if r.e2e is not None]),
+        request_rate=request_rate,
+        goodput=met / wall if met is not None else None,
+        slo_met=met,
+        slo_attainment=met / len(records) if met is not None and records else None,
     )

@@ -1,4 +1,5 @@
-"""The results as a PNG: output throughput and TTFT p50/p99 against concurrency.
+"""The results as a PNG: output throughput and TTFT p50/p99 against concurrency, or against
+the request rate for an open-loop run (``inf`` drawn one step past the highest rate).
 
 With a second run to compare, both share the axes in two colours and a third panel shows
 their ratios. Drawn on a bare ``Figure`` with the Agg canvas, never through pyplot, so no GUI
@@ -7,6 +8,7 @@ backend or global state is touched (the CLI can run headless, tests in parallel)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from insieme.bench.report import comparison_labels, label_of, ratio
+from insieme.bench.report import comparison_labels, label_of, level_key, ratio
+
+LevelKey = tuple[str, float]
 
 COLOURS = ("#1f6feb", "#d9480f")  # this run, the compared run
 RATIO_COLOURS = ("#2b8a3e", "#7048e8")
@@ -30,17 +34,18 @@ def plot_results(results: dict[str, Any], path: str | Path,
     figure = Figure(figsize=(11 if compare is None else 16, 4.6), dpi=120, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(runs) + 1)
-    levels = sorted({level["concurrency"] for run in runs for level in run["levels"]})
-    _throughput(axes[0], runs, labels)
-    _ttft(axes[1], runs, labels)
-    _style(axes[0], levels, "output throughput (tokens/s)", "higher is better")
-    _style(axes[1], levels, "time to first token (ms)", "lower is better")
+    at = _positions(runs)
+    _throughput(axes[0], runs, labels, at)
+    _ttft(axes[1], runs, labels, at)
+    _style(axes[0], at, "output throughput (tokens/s)", "higher is better")
+    _style(axes[1], at, "time to first token (ms)", "lower is better")
     if compare is not None:
-        _ratios(axes[2], results, compare)
-        _style(axes[2], levels, "ratios of the two runs", "1 = the same")
+        _ratios(axes[2], results, compare, at)
+        _style(axes[2], at, "ratios of the two runs", "1 = the same")
         axes[2].set_ylabel(f"{labels[0]} / {labels[1]}", fontsize=8)
     server, settings = results.get("server", {}), results.get("settings", {})
-    figure.suptitle(f"{server.get('model')} · max_tokens {settings.get('max_tokens')} · "
+    figure.suptitle(f"{server.get('model')} · {settings.get('dataset') or 'builtin'} · "
+                    f"max_tokens {settings.get('max_tokens')} · "
                     f"{settings.get('requests')} requests per level", fontsize=12)
     machine = results.get("machine", {})
     # As the figure's x label, so the constrained layout keeps it clear of the axes' own.
@@ -50,18 +55,36 @@ def plot_results(results: dict[str, Any], path: str | Path,
     figure.savefig(path)
 
 
-def _throughput(axes: Axes, runs: list[dict[str, Any]], labels: list[str]) -> None:
-    best: dict[int, float] = {}
+def _positions(runs: list[dict[str, Any]]) -> dict[LevelKey, float]:
+    """Where each level sits on the x axis: its concurrency, or its rate. Only levels of the
+    first run's kind are drawn (a closed-loop run and an open-loop one share no axis)."""
+    keys = {level_key(level) for run in runs for level in run["levels"]}
+    kind = level_key(runs[0]["levels"][0])[0] if runs[0]["levels"] else "concurrency"
+    finite = [value for k, value in keys if k == kind and math.isfinite(value) and value > 0]
+    beyond = 2.0 * max(finite, default=0.5)
+    return {(k, value): (value if math.isfinite(value) else beyond)
+            for k, value in keys if k == kind and value > 0}
+
+
+def _points(run: dict[str, Any], at: dict[LevelKey, float],
+            value: Callable[[dict[str, Any]], float | None]) -> list[tuple[float, float]]:
+    return [(at[level_key(level)], y) for level in run["levels"]
+            if level_key(level) in at and (y := value(level)) is not None]
+
+
+def _throughput(axes: Axes, runs: list[dict[str, Any]], labels: list[str],
+                at: dict[LevelKey, float]) -> None:
+    best: dict[float, float] = {}
     for run in runs:
-        for level in run["levels"]:
-            c = level["concurrency"]
-            best[c] = max(best.get(c, 0.0), level["output_throughput"])
+        for x, y in _points(run, at, lambda lv: lv["output_throughput"]):
+            best[x] = max(best.get(x, 0.0), y)
     floor = 0.12 * max(best.values(), default=0.0)
     for run, label, colour in zip(runs, labels, COLOURS, strict=False):
-        x = [level["concurrency"] for level in run["levels"]]
-        tokens = [level["output_throughput"] for level in run["levels"]]
-        axes.plot(x, tokens, "o-", color=colour, label=label, linewidth=2)
-        for xi, yi in zip(x, tokens, strict=True):
+        points = _points(run, at, lambda lv: lv["output_throughput"])
+        if not points:
+            continue
+        axes.plot(*zip(*points, strict=True), "o-", color=colour, label=label, linewidth=2)
+        for xi, yi in points:
             # The higher run's value above its point, the lower's below (unless that would
             # push it under the axis): the two labels never sit on each other.
             above = yi >= best[xi] or yi < floor
@@ -71,27 +94,32 @@ def _throughput(axes: Axes, runs: list[dict[str, Any]], labels: list[str]) -> No
     axes.set_ylim(bottom=0, top=axes.get_ylim()[1] * 1.12)
 
 
-def _ttft(axes: Axes, runs: list[dict[str, Any]], labels: list[str]) -> None:
+def _ttft_of(stat: str) -> Callable[[dict[str, Any]], float | None]:
+    return lambda level: level["ttft_ms"][stat]
+
+
+def _ttft(axes: Axes, runs: list[dict[str, Any]], labels: list[str],
+          at: dict[LevelKey, float]) -> None:
     for run, label, colour in zip(runs, labels, COLOURS, strict=False):
         for stat, style in (("p50", "o-"), ("p99", "s--")):
-            points = [(level["concurrency"], level["ttft_ms"][stat]) for level in run["levels"]
-                      if level["ttft_ms"][stat] is not None]
+            points = _points(run, at, _ttft_of(stat))
             if points:
                 axes.plot(*zip(*points, strict=True), style, color=colour,
                           label=f"{label} {stat}", linewidth=2 if stat == "p50" else 1.3)
     axes.set_ylim(bottom=0)
 
 
-def _ratios(axes: Axes, results: dict[str, Any], other: dict[str, Any]) -> None:
-    theirs = {level["concurrency"]: level for level in other["levels"]}
+def _ratios(axes: Axes, results: dict[str, Any], other: dict[str, Any],
+            at: dict[LevelKey, float]) -> None:
+    theirs = {level_key(level): level for level in other["levels"]}
     series: tuple[tuple[str, Callable[[dict[str, Any]], float | None]], ...] = (
         ("output tok/s (higher is better)", lambda lv: lv["output_throughput"]),
         ("TTFT p50 (lower is better)", lambda lv: lv["ttft_ms"]["p50"]),
     )
     for (name, value), colour in zip(series, RATIO_COLOURS, strict=True):
-        points = [(lv["concurrency"], r) for lv in results["levels"]
-                  if lv["concurrency"] in theirs
-                  and (r := ratio(value(lv), value(theirs[lv["concurrency"]]))) is not None]
+        points = [(at[key], r) for lv in results["levels"]
+                  if (key := level_key(lv)) in theirs and key in at
+                  and (r := ratio(value(lv), value(theirs[key]))) is not None]
         if not points:
             continue
         axes.plot(*zip(*points, strict=True), "o-", color=colour, label=name, linewidth=2)
@@ -102,14 +130,17 @@ def _ratios(axes: Axes, results: dict[str, Any], other: dict[str, Any]) -> None:
     axes.set_ylim(bottom=0, top=max(axes.get_ylim()[1] * 1.12, 1.2))
 
 
-def _style(axes: Axes, levels: list[int], title: str, hint: str) -> None:
+def _style(axes: Axes, at: dict[LevelKey, float], title: str, hint: str) -> None:
     axes.set_title(f"{title} — {hint}", fontsize=10)
-    axes.set_xlabel("concurrent clients")
-    # Concurrency grows geometrically (1, 4, 16): a log axis spaces it evenly.
+    rates = any(kind == "rate" for kind, _ in at)
+    axes.set_xlabel("request rate (req/s)" if rates else "concurrent clients")
+    ticks = sorted((x, "inf" if math.isinf(value) else f"{value:g}")
+                   for (_, value), x in at.items())
+    # Concurrency and rates grow geometrically (1, 4, 16): a log axis spaces them evenly.
     axes.set_xscale("log", base=2)
-    axes.xaxis.set_major_locator(FixedLocator(levels))
+    axes.xaxis.set_major_locator(FixedLocator([x for x, _ in ticks]))
     axes.xaxis.set_minor_locator(NullLocator())
-    axes.set_xticklabels([str(level) for level in levels])
+    axes.set_xticklabels([label for _, label in ticks])
     axes.grid(True, alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=8, loc="best")

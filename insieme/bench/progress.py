@@ -1,4 +1,4 @@
-"""A live progress bar per concurrency level, on stderr so stdout keeps only the tables."""
+"""A live progress bar per level, on stderr so stdout keeps only the tables."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rich.progress import (
 )
 
 from insieme.bench.metrics import LevelMetrics, RequestRecord
+from insieme.bench.settings import Level
 
 
 class RichProgress:
@@ -23,7 +24,7 @@ class RichProgress:
 
     def __init__(self, console: Console | None = None) -> None:
         self._progress = Progress(
-            TextColumn("[bold]concurrency {task.fields[concurrency]:>3}"),
+            TextColumn("[bold]{task.fields[level]}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -44,13 +45,12 @@ class RichProgress:
         if self._live:
             self._progress.stop()
 
-    def level_started(self, concurrency: int, requests: int) -> None:
+    def level_started(self, level: Level, requests: int) -> None:
         # Drawn from the first level on, so a server that fails its checks leaves no trace.
         if not self._live:
             self._progress.start()
             self._live = True
-        self._task = self._progress.add_task("", total=requests, concurrency=concurrency,
-                                             rate="")
+        self._task = self._progress.add_task("", total=requests, level=level.name, rate="")
         self._started, self._tokens, self._errors = time.perf_counter(), 0, 0
 
     def request_done(self, record: RequestRecord) -> None:

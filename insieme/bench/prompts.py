@@ -1,18 +1,35 @@
 """The chat prompts a benchmark sends: a small built-in set, or a JSONL file.
 
 A JSONL line is either ``{"messages": [{"role": ..., "content": ...}, ...]}`` (a chat, as the
-API takes it) or ``{"prompt": "text"}`` (one user message). Blank lines are skipped.
+API takes it) or ``{"prompt": "text"}`` (one user message), with an optional
+``"max_tokens": N`` of its own. Blank lines are skipped.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from insieme.errors import ConfigError
 
 Messages = tuple[dict[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """One request's chat, with the ``max_tokens`` and ``ignore_eos`` its dataset gives it
+    (``None``: the benchmark's ``--max-tokens``)."""
+
+    messages: Messages
+    max_tokens: int | None = None
+    ignore_eos: bool = False
+
+
+def as_prompt(item: Messages | Prompt) -> Prompt:
+    """A bare message list is a ``Prompt`` with no limits of its own."""
+    return item if isinstance(item, Prompt) else Prompt(tuple(item))
 
 _SYSTEM = "You are a helpful assistant. Answer clearly."
 
@@ -49,11 +66,16 @@ def builtin_prompts() -> list[Messages]:
 
 def load_prompts(path: str | Path) -> list[Messages]:
     """Read prompts from a JSONL file; a bad line is a ``ConfigError`` naming it."""
+    return [prompt.messages for prompt in load_prompt_file(path)]
+
+
+def load_prompt_file(path: str | Path) -> list[Prompt]:
+    """``load_prompts``, keeping each line's own ``max_tokens``."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--prompts: cannot read {path}: {exc}") from exc
-    prompts: list[Messages] = []
+    prompts: list[Prompt] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -66,7 +88,14 @@ def load_prompts(path: str | Path) -> list[Messages]:
     return prompts
 
 
-def _parse_line(item: Any) -> Messages:
+def _parse_line(item: Any) -> Prompt:
+    max_tokens = item.get("max_tokens") if isinstance(item, dict) else None
+    if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+        raise ValueError("max_tokens must be a whole number of at least 1")
+    return Prompt(_parse_messages(item), max_tokens)
+
+
+def _parse_messages(item: Any) -> Messages:
     if isinstance(item, dict) and isinstance(item.get("prompt"), str):
         return _chat(None, item["prompt"])
     if isinstance(item, dict) and isinstance(item.get("messages"), list) and item["messages"]:

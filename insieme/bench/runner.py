@@ -1,35 +1,27 @@
-"""The closed loop: at each concurrency level, that many clients, each sending its next
-request as soon as its last one finished, until the level's requests are spent.
+"""A benchmark run: check and warm the server, then every level in turn (``loops``), then
+the results document (``report``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import time
 from dataclasses import asdict
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from insieme.bench.client import BenchError, ModelList, auth_error, list_models, stream_chat
+from insieme.bench.datasets import Conversation, build_workload
+from insieme.bench.loops import ProgressSink, run_level
 from insieme.bench.metrics import LevelMetrics, RequestRecord, summarize
-from insieme.bench.report import build_results
-from insieme.bench.settings import BenchSettings
+from insieme.bench.report import build_results, json_rate
+from insieme.bench.settings import BenchSettings, Level
+
+__all__ = ["ProgressSink", "bench", "run_bench", "run_level_records"]
 
 # A short request before the first level: it checks the model and key, and warms the server.
 WARMUP_MAX_TOKENS = 4
-
-
-class ProgressSink(Protocol):
-    """Told as the benchmark goes; the CLI's rich progress bar is one."""
-
-    def level_started(self, concurrency: int, requests: int) -> None: ...
-
-    def request_done(self, record: RequestRecord) -> None: ...
-
-    def level_done(self, metrics: LevelMetrics) -> None: ...
 
 
 def run_bench(
@@ -53,12 +45,13 @@ async def bench(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> dict[str, Any]:
     """``run_bench`` for callers already inside an event loop."""
-    async with _client(settings, max(settings.concurrency), transport) as client:
+    workload = build_workload(settings)
+    async with _client(settings, _connections(settings), transport) as client:
         models = await list_models(client, settings.base_url, settings.headers())
         await _warm_up(client, settings, models)
         levels = []
-        for concurrency in settings.concurrency:
-            levels.append(await _run_level(client, settings, concurrency, progress))
+        for level in settings.levels:
+            levels.append(await _run_level(client, settings, level, workload, progress))
     server = {
         "label": settings.label or _default_label(settings, models),
         "base_url": settings.base_url,
@@ -70,19 +63,30 @@ async def bench(
 
 
 async def run_level_records(
-    settings: BenchSettings, concurrency: int
+    settings: BenchSettings, concurrency: int | Level
 ) -> tuple[list[RequestRecord], float]:
-    """One closed-loop level on a fresh client (warmed up first): its requests' records and
-    its wall time, for callers that pool several runs (``benchmarks/side_by_side.py``)."""
-    async with _client(settings, concurrency) as client:
+    """One level (a closed loop of ``concurrency`` clients, or a ``Level``) on a fresh client,
+    warmed up first: its requests' records and its wall time, for callers that pool several
+    runs (``benchmarks/side_by_side.py``)."""
+    level = concurrency if isinstance(concurrency, Level) else Level(concurrency)
+    connections = level.concurrency if level.concurrency is not None else None
+    async with _client(settings, connections) as client:
         models = await list_models(client, settings.base_url, settings.headers())
         await _warm_up(client, settings, models)
-        return await _collect(client, settings, concurrency, None)
+        return await run_level(client, settings, level, build_workload(settings))
 
 
-def _client(settings: BenchSettings, clients: int,
+def _connections(settings: BenchSettings) -> int | None:
+    """The most requests in flight at once (None: as many as the open loop makes)."""
+    if settings.open_loop:
+        return settings.max_concurrency
+    return max(settings.concurrency or (1,))
+
+
+def _client(settings: BenchSettings, clients: int | None,
             transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """One connection per client, kept alive between its requests, as a real client would."""
+    """One connection per request in flight, kept alive between requests, as a real client
+    would; never fewer, or the open loop would queue on the client instead of the server."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     timeout = httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0))
     return httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
@@ -114,41 +118,18 @@ async def _warm_up(client: httpx.AsyncClient, settings: BenchSettings,
 async def _run_level(
     client: httpx.AsyncClient,
     settings: BenchSettings,
-    concurrency: int,
+    level: Level,
+    workload: tuple[Conversation, ...],
     progress: ProgressSink | None,
 ) -> LevelMetrics:
     if progress is not None:
-        progress.level_started(concurrency, settings.requests)
-    records, duration = await _collect(client, settings, concurrency, progress)
-    metrics = summarize(records, concurrency=concurrency, duration_s=duration)
+        progress.level_started(level, settings.requests)
+    records, duration = await run_level(client, settings, level, workload, progress)
+    metrics = summarize(records, concurrency=level.concurrency, duration_s=duration,
+                        request_rate=level.request_rate, slo=settings.slo)
     if progress is not None:
         progress.level_done(metrics)
     return metrics
-
-
-async def _collect(
-    client: httpx.AsyncClient,
-    settings: BenchSettings,
-    concurrency: int,
-    progress: ProgressSink | None,
-) -> tuple[list[RequestRecord], float]:
-    # Single-threaded asyncio: a shared counter hands out request numbers without a lock.
-    numbers = itertools.count()
-    records: list[RequestRecord] = []
-
-    async def client_loop() -> None:
-        while (index := next(numbers)) < settings.requests:
-            record = await stream_chat(client, settings.chat_url, settings.payload(index),
-                                       settings.headers())
-            records.append(record)
-            if progress is not None:
-                progress.request_done(record)
-
-    started = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        for _ in range(concurrency):
-            group.create_task(client_loop())
-    return records, time.perf_counter() - started
 
 
 # owned_by values that name no server (llama-cpp-python answers "me"): use host:port instead.
@@ -163,10 +144,16 @@ def _default_label(settings: BenchSettings, models: ModelList | None) -> str:
 
 
 def _settings_dict(settings: BenchSettings) -> dict[str, Any]:
-    # Never the API key: results files get shared.
+    """What the run did, enough to run it again. Never the API key: results files get shared."""
     fields = asdict(settings)
-    for secret_or_bulky in ("api_key", "prompts", "base_url", "model", "label"):
+    for secret_or_bulky in ("api_key", "prompts", "base_url", "model", "label", "random_input_len",
+                            "random_output_len", "random_range_ratio", "turns"):
         fields.pop(secret_or_bulky)
-    fields["concurrency"] = list(settings.concurrency)
+    fields["arrivals"] = "poisson" if settings.open_loop else "closed-loop"
+    fields["concurrency"] = list(settings.concurrency) if settings.concurrency else None
+    # JSON has no infinity: "inf" is how --request-rate spells it, and float() reads it back.
+    fields["request_rate"] = ([json_rate(rate) for rate in settings.request_rate]
+                              if settings.request_rate else None)
     fields["prompt_count"] = len(settings.prompts)
+    fields["dataset_params"] = settings.dataset_params()
     return fields

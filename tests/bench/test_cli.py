@@ -134,3 +134,87 @@ def test_bad_flags_fail_before_any_request(
     # Against a closed port: a check that ran late would say "cannot reach" instead.
     assert main([*bench(closed_port_url), *flags]) != 0
     assert message in one_clean_line(capsys.readouterr().err)
+
+
+def open_bench(base_url: str, *extra: str) -> list[str]:
+    """An open-loop run: no --concurrency."""
+    return ["bench", "--base-url", base_url, "--model", MODEL, "--requests", str(REQUESTS),
+            "--max-tokens", str(MAX_TOKENS), *extra]
+
+
+def test_open_loop_random_dataset_with_goodput(
+    base_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "open.json"
+    assert main(open_bench(base_url, "--request-rate", "40,inf", "--max-concurrency", "4",
+                           "--dataset", "random", "--random-input-len", "12",
+                           "--random-output-len", "4", "--random-range-ratio", "0.5",
+                           "--seed", "9", "--slo-ttft", "5000", "--slo-tpot", "0.001",
+                           "--output", str(output))) == 0
+    shown = capsys.readouterr().out
+    assert "request rate" in shown and "40 req/s (max 4)" in shown and "inf (max 4)" in shown
+    assert "goodput: requests that met TTFT ≤ 5000 ms, TPOT ≤ 0.001 ms" in shown
+    assert "goodput req/s" in shown
+    results = json.loads(output.read_text())
+    settings = results["settings"]
+    assert settings["request_rate"] == [40.0, "inf"] and settings["concurrency"] is None
+    assert (settings["max_concurrency"], settings["seed"], settings["dataset"]) == (4, 9, "random")
+    assert settings["dataset_params"] == {"input_len": 12, "output_len": 4, "range_ratio": 0.5}
+    assert (settings["slo_ttft_ms"], settings["slo_tpot_ms"]) == (5000.0, 0.001)
+    for level in results["levels"]:
+        assert level["completed"] == REQUESTS
+        # Nothing streams a token in a microsecond: no request met the TPOT SLO.
+        assert (level["slo_met"], level["goodput"], level["slo_attainment"]) == (0, 0.0, 0.0)
+        # The fake engine's reply is longer than any drawn length: each stops at its own.
+        assert 2 * REQUESTS <= level["total_output_tokens"] <= 6 * REQUESTS
+
+
+def test_multi_turn_and_grounded_datasets_run(
+    base_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(bench(base_url, "--concurrency", "2", "--dataset", "multi-turn",
+                      "--turns", "2")) == 0
+    assert "dataset multi-turn (4 × 2 turns)" in capsys.readouterr().out
+    assert main(bench(base_url, "--concurrency", "2", "--dataset", "grounded")) == 0
+    assert "dataset grounded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--request-rate", "0"], "--request-rate needs one or more rates"),
+    (["--request-rate", "2,-1"], "each more than 0"),
+    (["--request-rate", "2", "--concurrency", "4"], "two ways to load the server"),
+    (["--max-concurrency", "2"], "--max-concurrency caps the open loop"),
+    (["--request-rate", "2", "--max-concurrency", "0"], "--max-concurrency must be at least 1"),
+    (["--dataset", "random", "--random-range-ratio", "1"], "--random-range-ratio must be"),
+    (["--dataset", "random", "--random-range-ratio", "-0.5"], "--random-range-ratio must be"),
+    (["--random-input-len", "64"], "--random-input-len applies to --dataset random"),
+    (["--turns", "3"], "--turns applies to --dataset multi-turn, not builtin"),
+    (["--dataset", "multi-turn", "--turns", "3"], "must be a multiple of --turns (3)"),
+    (["--dataset", "jsonl"], "--dataset jsonl needs --prompts"),
+    (["--slo-ttft", "0"], "--slo-ttft must be a positive number"),
+    (["--slo-tpot", "-3"], "--slo-tpot must be a positive number"),
+])
+def test_bad_load_dataset_and_slo_flags_fail_before_any_request(
+    closed_port_url: str, flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 16 requests: enough for the default closed loop (1,4,16) where no rate is given.
+    assert main([*open_bench(closed_port_url), "--requests", "16", *flags]) != 0
+    assert message in one_clean_line(capsys.readouterr().err)
+
+
+def test_prompts_go_with_the_jsonl_dataset_only(
+    closed_port_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "hi"}\n', encoding="utf-8")
+    assert main([*bench(closed_port_url), "--prompts", str(path), "--dataset", "random"]) != 0
+    assert "--prompts is the jsonl dataset" in one_clean_line(capsys.readouterr().err)
+
+
+def test_a_rate_that_is_not_a_number_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(open_bench("http://127.0.0.1:1/v1", "--request-rate", "fast"))
+    assert exit_info.value.code == 2
+    assert "expected requests per second like 0.5,2,inf, not 'fast'" in capsys.readouterr().err

@@ -60,6 +60,7 @@ async def test_stream_with_usage_chunk_and_comments() -> None:
     assert record.output_tokens == 4 and record.prompt_tokens == 7
     assert record.output_len == 4
     assert record.e2e is not None and record.e2e >= record.chunk_times[-1]
+    assert record.text == "Hello!"  # what a multi-turn conversation sends back
 
 
 async def test_usage_on_the_finishing_chunk_counts_too() -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from insieme.bench.metrics import Distribution, RequestRecord, percentile, summarize, token_source
+from insieme.bench.metrics import (
+    Distribution,
+    RequestRecord,
+    Slo,
+    percentile,
+    summarize,
+    token_source,
+)
 
 
 def record(chunk_times: list[float], e2e: float, output_tokens: int | None = None,
@@ -109,3 +116,37 @@ def test_token_source_says_where_counts_came_from() -> None:
     assert token_source([with_usage, with_usage]) == "usage"
     assert token_source([without]) == "chunks"
     assert token_source([with_usage, without]) == "mixed"
+
+
+def test_slo_checks_ttft_and_tpot() -> None:
+    # TTFT 100 ms, TPOT (300 - 100) / 4 = 50 ms.
+    r = record([0.1, 0.15, 0.2, 0.25, 0.3], e2e=0.3, output_tokens=5)
+    assert Slo(ttft_ms=100.0).met_by(r) and not Slo(ttft_ms=99.0).met_by(r)
+    assert Slo(tpot_ms=50.0).met_by(r) and not Slo(tpot_ms=49.0).met_by(r)
+    assert Slo(ttft_ms=150.0, tpot_ms=60.0).met_by(r)
+    assert not Slo(ttft_ms=150.0, tpot_ms=40.0).met_by(r)  # every SLO, not any
+    assert not Slo(ttft_ms=1e9).met_by(failed("500"))
+    # One token has no TPOT to miss (as vllm counts it).
+    assert Slo(tpot_ms=1.0).met_by(record([0.1], e2e=0.1, output_tokens=1))
+
+
+def test_goodput_counts_the_requests_that_met_every_slo() -> None:
+    records = [
+        record([0.1, 0.2, 0.3], e2e=0.3, output_tokens=3),  # TTFT 100, TPOT 100: met
+        record([0.4, 0.45, 0.5], e2e=0.5, output_tokens=3),  # TTFT 400: missed
+        record([0.1, 0.5, 0.9], e2e=0.9, output_tokens=3),  # TPOT 400: missed
+        record([0.2, 0.25], e2e=0.25, output_tokens=2),  # TTFT 200, TPOT 50: met
+        failed("timeout"),  # never meets anything
+    ]
+    m = summarize(records, concurrency=2, duration_s=4.0, slo=Slo(ttft_ms=250, tpot_ms=150))
+    assert m.slo_met == 2
+    assert m.goodput == pytest.approx(0.5)  # 2 requests in 4 s
+    assert m.request_throughput == pytest.approx(1.0)  # 4 completed in 4 s
+    assert m.slo_attainment == pytest.approx(2 / 5)  # the failed one counts as missed
+    plain = summarize(records, concurrency=2, duration_s=4.0)
+    assert (plain.goodput, plain.slo_met, plain.slo_attainment) == (None, None, None)
+
+
+def test_an_open_loop_level_keeps_its_rate() -> None:
+    m = summarize([record([0.1], e2e=0.1)], concurrency=None, duration_s=1.0, request_rate=2.5)
+    assert (m.concurrency, m.request_rate) == (None, 2.5)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.console import Console
 
-from insieme.bench.metrics import RequestRecord, summarize
+from insieme.bench.metrics import RequestRecord, Slo, summarize
 from insieme.bench.plot import plot_results
 from insieme.bench.report import build_results, load_results, print_report, write_json
 from insieme.errors import ConfigError
@@ -80,3 +82,65 @@ def test_comparison_warns_when_runs_are_not_like_for_like() -> None:
     mine, theirs = results("a", 1.0), results("b", 1.0)
     theirs["settings"]["max_tokens"] = 64
     assert "the runs differ: max_tokens 2 vs 64" in render(mine, theirs)
+
+
+def open_loop_results(label: str, speed: float, rates: tuple[float, ...] = (2.0, math.inf),
+                      slo: Slo | None = None) -> dict[str, Any]:
+    quick = RequestRecord(chunk_times=[0.1 / speed, 0.2 / speed], e2e=0.2 / speed,
+                          output_tokens=2)
+    slow = RequestRecord(chunk_times=[1.0, 1.1], e2e=1.1, output_tokens=2)
+    summaries = [summarize([quick] * 3 + [slow], concurrency=None, duration_s=1.0 / speed,
+                           request_rate=rate, slo=slo) for rate in rates]
+    settings = {"request_rate": ["inf" if math.isinf(r) else r for r in rates], "requests": 4,
+                "max_tokens": 2, "arrivals": "poisson", "dataset": "random", "seed": 0,
+                "dataset_params": {"input_len": 8, "output_len": 2, "range_ratio": 0.0},
+                "slo_ttft_ms": slo.ttft_ms if slo else None}
+    return build_results(settings, {"label": label, "model": "m"}, summaries)
+
+
+def test_open_loop_levels_are_named_by_their_rate() -> None:
+    text = render(open_loop_results("a", 1.0))
+    assert "request rate" in text and "2 req/s" in text and "inf" in text
+    assert "dataset random (input 8, output 2, range ±0.0)" in text
+    assert "goodput" not in text  # no SLO, no goodput column
+
+
+def test_goodput_is_shown_and_compared() -> None:
+    slo = Slo(ttft_ms=500.0)
+    text = render(open_loop_results("fast", 2.0, slo=slo), open_loop_results("slow", 1.0, slo=slo))
+    assert "goodput req/s" in text and "SLO met" in text
+    assert "75%" in text  # 3 of the 4 requests had their first token within 500 ms
+    assert "SLO TTFT ≤ 500 ms" in text
+    comparison = text[text.index("fast vs slow"):]
+    assert comparison.count("goodput req/s") == 2  # one row per shared rate
+    assert "2.00×" in comparison
+
+
+def test_open_loop_json_is_strict_and_round_trips(tmp_path: Path) -> None:
+    doc = open_loop_results("a", 1.0)
+    assert [level["request_rate"] for level in doc["levels"]] == [2.0, "inf"]
+    json.dumps(doc, allow_nan=False)
+    write_json(doc, tmp_path / "r.json")
+    assert load_results(tmp_path / "r.json") == doc
+
+
+def test_open_and_closed_runs_share_no_level() -> None:
+    text = render(open_loop_results("a", 1.0), results("b", 1.0))
+    assert "share no load level" in text
+    assert "the runs differ: dataset random vs builtin" in text
+    assert "arrivals poisson vs closed-loop" in text
+
+
+def test_an_older_results_file_is_still_like_for_like() -> None:
+    # Written before datasets and open loop: no dataset, arrivals or SLO keys at all.
+    mine, old = results("a", 1.0), results("b", 1.0)
+    mine["settings"] |= {"dataset": "builtin", "arrivals": "closed-loop", "seed": 0,
+                         "max_concurrency": None, "slo_ttft_ms": None, "slo_tpot_ms": None}
+    assert "the runs differ" not in render(mine, old)
+
+
+def test_plot_of_open_loop_runs(tmp_path: Path) -> None:
+    path = tmp_path / "p.png"
+    plot_results(open_loop_results("a", 2.0, (0.5, 2.0, math.inf)), path,
+                 open_loop_results("b", 1.0, (0.5, math.inf)))
+    assert path.read_bytes().startswith(b"\x89PNG")

@@ -14,7 +14,7 @@ from rich.console import Console
 from insieme.bench.client import BenchError
 from insieme.bench.report import print_report
 from insieme.bench.runner import run_bench
-from insieme.bench.settings import BenchSettings
+from insieme.bench.settings import BenchSettings, Level
 
 SSE = {"content-type": "text/event-stream"}
 
@@ -60,8 +60,8 @@ class LevelWatcher:
         self.server = server
         self.done: list[int] = []
 
-    def level_started(self, concurrency: int, requests: int) -> None:
-        self.server.level = concurrency
+    def level_started(self, level: Level, requests: int) -> None:
+        self.server.level = level.concurrency or 0
 
     def request_done(self, record: Any) -> None:
         self.done.append(self.server.level)
