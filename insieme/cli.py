@@ -67,6 +67,20 @@ def _add_serve(
     p.add_argument("--long-prefill-chunk", type=int,
                    default=_ENGINE_DEFAULTS.long_prefill_chunk, metavar="N",
                    help="tokens a step for such a prompt (default: the threshold, as vLLM)")
+    p.add_argument("--speculative", choices=("ngram", "off"),
+                   default=_ENGINE_DEFAULTS.speculative,
+                   help="prompt-lookup speculation: draft a sequence's next tokens from "
+                   "n-grams of its own prompt and output, verified in the same decode, where "
+                   "its drafts hold often enough to pay (default: %(default)s)")
+    p.add_argument("--num-speculative-tokens", type=int, metavar="K",
+                   default=_ENGINE_DEFAULTS.num_speculative_tokens,
+                   help="the longest draft (default: %(default)s)")
+    p.add_argument("--prompt-lookup-max", type=int, metavar="N",
+                   default=_ENGINE_DEFAULTS.prompt_lookup_max,
+                   help="the longest n-gram looked up (default: %(default)s)")
+    p.add_argument("--prompt-lookup-min", type=int, metavar="N",
+                   default=_ENGINE_DEFAULTS.prompt_lookup_min,
+                   help="the shortest n-gram looked up (default: %(default)s)")
     p.add_argument("--kv-unified", action="store_true",
                    help="one KV pool shared by all sequences (default: a stream per sequence)")
     p.add_argument("--kv-cache-tokens", type=int, default=None,
@@ -142,6 +156,10 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         long_prefill_token_threshold=args.long_prefill_token_threshold,
         long_prefill_chunk=args.long_prefill_chunk,
         max_grammar_bytes=args.max_grammar_bytes,
+        speculative=args.speculative,
+        num_speculative_tokens=args.num_speculative_tokens,
+        prompt_lookup_max=args.prompt_lookup_max,
+        prompt_lookup_min=args.prompt_lookup_min,
     )
     limits = LimitsConfig(
         max_request_bytes=args.max_request_bytes,

@@ -55,8 +55,21 @@ class EngineConfig:
     # The largest grammar a constraint may become (a 400 beyond): llama.cpp parses it on the
     # engine thread, once per request (about 15 ms at the default here).
     max_grammar_bytes: int = 256 * 1024
+    # Prompt-lookup speculation ("ngram" or "off"): drafts of up to num_speculative_tokens
+    # from n-grams of prompt_lookup_min..prompt_lookup_max tokens, verified in the batch.
+    speculative: str = "ngram"
+    num_speculative_tokens: int = 16
+    prompt_lookup_max: int = 4
+    prompt_lookup_min: int = 2
 
     def __post_init__(self) -> None:
+        if self.speculative not in ("ngram", "off"):
+            raise ConfigError(f"--speculative must be ngram or off, not {self.speculative!r}")
+        if not 1 <= self.num_speculative_tokens <= 64:
+            raise ConfigError("--num-speculative-tokens must be between 1 and 64")
+        if not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max <= 16:
+            raise ConfigError("--prompt-lookup-min and --prompt-lookup-max need "
+                              "1 <= min <= max <= 16")
         if self.model_path and not Path(self.model_path).is_file():
             raise ConfigError(f"--model: no such file: {self.model_path}")
         if self.max_model_len is not None and self.max_model_len < 16:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from starlette.requests import Request
@@ -108,6 +108,17 @@ class EngineCollector(Collector):
             family = GaugeMetricFamily(f"insieme:{name}", doc, labels=["model_name"])
             family.add_metric([self._model_name], float(value))
             yield family
+        counters = [
+            ("spec_decode_num_drafts", "Speculative drafts verified.", stats.spec_drafts),
+            ("spec_decode_num_draft_tokens", "Tokens in speculative drafts.",
+             stats.spec_draft_tokens),
+            ("spec_decode_num_accepted_tokens", "Draft tokens kept (accepted).",
+             stats.spec_accepted_tokens),
+        ]
+        for name, doc, value in counters:
+            counter = CounterMetricFamily(f"insieme:{name}", doc, labels=["model_name"])
+            counter.add_metric([self._model_name], float(value))
+            yield counter
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # collected fresh on every scrape, never at registration

@@ -172,3 +172,7 @@ class EngineStats:
     kv_cells_total: int = 0
     kv_sequences: int = 0  # sequences that hold KV cells now (0 when idle)
     open_requests: int = 0  # requests the engine still tracks (0 when idle)
+    # Speculative decoding, since start: drafts verified, tokens drafted, drafted tokens kept.
+    spec_drafts: int = 0
+    spec_draft_tokens: int = 0
+    spec_accepted_tokens: int = 0

@@ -3,7 +3,8 @@
 ``llama_decode`` releases the GIL, so the asyncio event loop keeps serving HTTP while a
 step computes. Per-step Python work is O(sequences): fill the batch, sample each sequence
 with its C sampler chain, turn its new token into text, hand the outputs to the event loop
-in one call.
+in one call. With speculation on, a sequence may also feed a draft of guessed tokens, whose
+rows it samples in order as far as they hold (``speculation``): several tokens in one step.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from insieme.engine.llama.runtime import Batch, LlamaRuntime
 from insieme.engine.llama.sampler import GrammarPrototype, Sampler
 from insieme.engine.llama.scheduler import Scheduler, Work
 from insieme.engine.llama.sequence import SeqStatus, Sequence, sequences_for
+from insieme.engine.llama.speculation import SpeculationConfig, Speculator
 from insieme.engine.types import (
     FinishReason,
     GenerationRequest,
@@ -66,6 +68,7 @@ class EngineCore:
         long_prefill_threshold: int = 0,
         long_prefill_chunk: int = 0,
         prefix_caching: bool,
+        speculation: SpeculationConfig | None = None,
         emit: Emit,
         on_death: Callable[[str], None] | None = None,
     ) -> None:
@@ -75,7 +78,11 @@ class EngineCore:
         kv_pool = runtime.n_ctx if runtime.shape.kv_unified else None
         self.scheduler = Scheduler(self.slots, max_num_seqs, token_budget, kv_pool,
                                    long_prefill_threshold, long_prefill_chunk)
-        self.batch = Batch(max(token_budget, max_num_seqs), max_num_seqs)
+        self.token_budget = max(token_budget, max_num_seqs)
+        self.batch = Batch(self.token_budget, max_num_seqs)
+        # Prompt-lookup drafts (None: off), priced by this machine's own decode timings.
+        self.speculator = None if speculation is None else Speculator(
+            speculation, runtime, self.batch, self.token_budget, max_model_len)
         self._emit = emit
         self._on_death = on_death
         self.failure: str | None = None  # why the engine thread died, once it has
@@ -173,6 +180,8 @@ class EngineCore:
             if seed is not None and seq.index:
                 params = replace(params, seed=seed + seq.index)
             seq.sampler = Sampler(params, self.runtime.n_vocab, prototype)
+            if self.speculator is not None:
+                seq.spec = self.speculator.state()
         leader, followers = seqs[0], seqs[1:]
         leader.followers = followers
         self._requests[request.request_id] = seqs
@@ -198,9 +207,14 @@ class EngineCore:
         work = self.scheduler.schedule()
         if not work:
             return False
+        if self.speculator is not None:
+            self.speculator.draft(work)
         batch = self.batch
         batch.clear()
+        # Every row whose logits are read, in batch order (as llama.cpp packs the logits),
+        # and each sampling sequence's rows: its next token's, then one per draft token.
         sample_rows: list[tuple[Sequence, int]] = []
+        chains: list[tuple[Sequence, list[int]]] = []
         # Rows in increasing sequence id: with a KV stream per sequence llama.cpp computes
         # each run of consecutive ids in the batch's order separately (llama_batch_allocr::
         # split_equal), so an unsorted batch of 16 decodes cost several passes over the model.
@@ -214,8 +228,17 @@ class EngineCore:
             for pos in range(item.start, last + 1):
                 row = batch.add(tokens[pos], pos, seq_ids, pos == last and item.sample)
             if item.sample:
-                sample_rows.append((seq, row))
+                rows = [row]
+                spec = seq.spec
+                if spec is not None and spec.draft:
+                    for j, token in enumerate(spec.draft, start=last + 1):
+                        rows.append(batch.add(token, j, seq_ids, True))
+                sample_rows.extend((seq, r) for r in rows)
+                chains.append((seq, rows))
         status = self.runtime.decode(batch)
+        if status != 0 and self.speculator is not None and self.speculator.drop(work):
+            if status == 1:
+                return True  # the drafts took the room: run again without them
         if status == 1:
             self._relieve_kv(work)
             return True
@@ -227,10 +250,19 @@ class EngineCore:
             item.seq.num_computed += item.count
         picks = self._greedy_picks(sample_rows)
         outputs: list[tuple[str, StepOutput]] = []
-        for seq, row in sample_rows:
+        for seq, rows in chains:
+            if len(rows) > 1:
+                assert self.speculator is not None
+                for output in self.speculator.verify(
+                        seq, rows, lambda s, r: self._sample(s, r, picks.get(r))):
+                    outputs.append((seq.request_id, output))
+                continue
+            row = rows[0]
             group = [seq, *self.scheduler.unpark(seq)] if seq.followers else [seq]
             for member in group:
                 outputs.append((member.request_id, self._sample(member, row, picks.get(row))))
+            if seq.spec is not None and seq.spec.shadow is not None:
+                seq.spec.judge_shadow(seq.tokens[-1])
         if outputs:
             self._emit(outputs)
         return True

@@ -14,6 +14,7 @@ from insieme.engine.chat_template import ChatTemplate
 from insieme.engine.llama.core import EngineCore
 from insieme.engine.llama.grammar import compile_constraint
 from insieme.engine.llama.runtime import ContextShape, LlamaRuntime
+from insieme.engine.llama.speculation import SpeculationConfig
 from insieme.engine.stream import RequestStream
 from insieme.engine.types import (
     Capability,
@@ -138,6 +139,10 @@ class LlamaEngine:
             long_prefill_chunk=self.config.long_prefill_chunk,
             max_model_len=info.max_model_len,
             prefix_caching=self.config.enable_prefix_caching,
+            speculation=None if self.config.speculative == "off" else SpeculationConfig(
+                num_speculative_tokens=self.config.num_speculative_tokens,
+                prompt_lookup_max=self.config.prompt_lookup_max,
+                prompt_lookup_min=self.config.prompt_lookup_min),
             emit=self._emit,
             on_death=self._on_death,
         )
@@ -267,7 +272,7 @@ class LlamaEngine:
         core = self._core
         if core is None:
             return EngineStats(running=0, waiting=0)
-        scheduler = core.scheduler
+        scheduler, spec = core.scheduler, core.speculator
         return EngineStats(
             running=scheduler.num_running,
             waiting=scheduler.num_waiting,
@@ -275,4 +280,7 @@ class LlamaEngine:
             kv_cells_total=core.runtime.n_ctx,
             kv_sequences=self.config.max_num_seqs - core.slots.free,
             open_requests=len(self._streams),
+            spec_drafts=spec.drafts if spec else 0,
+            spec_draft_tokens=spec.draft_tokens if spec else 0,
+            spec_accepted_tokens=spec.accepted_tokens if spec else 0,
         )

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from insieme.engine.llama.sampler import Sampler
+from insieme.engine.llama.speculation import SpecState
 from insieme.engine.text import StopMatcher, Utf8Assembler
 from insieme.engine.types import FinishReason, GenerationRequest
 
@@ -41,6 +42,7 @@ class Sequence:
     utf8: Utf8Assembler = field(default_factory=Utf8Assembler)
     stops: StopMatcher | None = None
     finish_reason: FinishReason | None = None
+    spec: SpecState | None = None  # its drafting, when speculation is on
 
     @property
     def request_id(self) -> str:

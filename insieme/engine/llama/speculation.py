@@ -1,0 +1,259 @@
+"""Prompt-lookup (n-gram) speculation: guess a sequence's next tokens from its own text.
+
+A sequence whose last few tokens occurred earlier in its prompt or output probably goes on
+as it did there (a summary quoting its source, an edit of given code, a copy): those next
+tokens are proposed as a draft, fed in the same ``llama_decode`` as every other sequence's
+token, and kept as far as sampling agrees with them (see ``EngineCore``). Each output token is
+still sampled from its own row of logits, so greedy output is the same as without drafts and
+sampled output follows the same distribution (a draft that is one fixed guess is accepted
+exactly when the sample equals it).
+
+Drafting pays only where it is right often enough: on this CPU a row fed beside another costs
+~0.4 of a whole one-token step (``row_cost``), and in a wide batch every extra row costs as
+much as a token anyone else decodes. So each sequence keeps an estimate of how often its
+drafts hold (``acceptance``, updated also from the guesses it did not send), and a draft is
+only as long as its positions are likely enough to be kept to pay for their rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+log = logging.getLogger("insieme.engine")
+
+if TYPE_CHECKING:
+    from insieme.engine.llama.runtime import Batch, LlamaRuntime
+    from insieme.engine.llama.scheduler import Work
+    from insieme.engine.llama.sequence import Sequence
+    from insieme.engine.types import StepOutput
+
+# How fast the acceptance estimate forgets: about the last 1 / (1 - DECAY) trials count.
+DECAY = 0.9
+# A new sequence's acceptance before it has shown any (drafting on its first guesses, whose
+# rows then tell whether to go on).
+PRIOR_ACCEPTANCE = 0.6
+# Steps without drafts after a decode found no KV room for them (a shared pool running full).
+PAUSE_STEPS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SpeculationConfig:
+    """``num_speculative_tokens``: the longest draft; n-grams of ``prompt_lookup_min`` to
+    ``prompt_lookup_max`` tokens are looked up, longest first (vLLM's names)."""
+
+    num_speculative_tokens: int = 16
+    prompt_lookup_max: int = 4
+    prompt_lookup_min: int = 2
+    # Cost of one more row in a decode, relative to a one-row step (measured at start).
+    row_cost: float = 0.4
+
+
+@dataclass(eq=False, slots=True)
+class NgramIndex:
+    """Where each n-gram of a token list last occurred, for every n in [lo, hi], kept up
+    to date as the list grows (O(hi - lo) per token)."""
+
+    lo: int
+    hi: int
+    # (n-gram) -> the index of the token that followed its latest occurrence
+    _next: dict[tuple[int, ...], int] = field(default_factory=dict)
+    _indexed: int = 0  # n-grams ending before this position are in ``_next``
+
+    def update(self, tokens: list[int]) -> None:
+        # An n-gram enters once the token after it is known: the tail's own occurrence is
+        # never its own match.
+        end = len(tokens) - 1
+        nxt = self._next
+        for i in range(max(self._indexed, self.lo), end + 1):
+            for n in range(self.lo, min(self.hi, i) + 1):
+                nxt[tuple(tokens[i - n:i])] = i
+        self._indexed = max(self._indexed, end + 1)
+
+    def propose(self, tokens: list[int], k: int) -> list[int]:
+        """Up to ``k`` tokens that followed the latest earlier occurrence of the longest
+        matching tail n-gram; [] when the tail occurred nowhere before."""
+        self.update(tokens)
+        nxt = self._next
+        for n in range(min(self.hi, len(tokens)), self.lo - 1, -1):
+            start = nxt.get(tuple(tokens[-n:]))
+            if start is not None:
+                return tokens[start:start + k]
+        return []
+
+
+@dataclass(eq=False, slots=True)
+class SpecState:
+    """One sequence's drafting: its n-gram index, how often its guesses hold, and the
+    draft in flight."""
+
+    index: NgramIndex
+    acceptance: float = PRIOR_ACCEPTANCE
+    draft: list[int] = field(default_factory=list)  # fed in the current step
+    shadow: int | None = None  # the first token guessed without being sent
+
+    def length(self, config: SpeculationConfig, width: int, room: int) -> int:
+        """How many tokens to draft this step, in a decode of ``width`` sequences, with at
+        most ``room`` more tokens wanted. Position j of a draft is kept with probability
+        acceptance^j; it is worth its row while that exceeds the share of a step one row
+        costs (``row_cost`` per row over a step of ``width`` rows)."""
+        k = min(config.num_speculative_tokens, room)
+        if k <= 0:
+            return 0
+        c = config.row_cost
+        threshold = c * width / (1.0 + c * width)
+        a = self.acceptance
+        if a <= threshold:
+            return 0
+        if a >= 0.999:
+            return k
+        return max(0, min(k, int(math.log(threshold) / math.log(a))))
+
+    def judge(self, drafted: int, accepted: int) -> None:
+        """A verified draft: ``accepted`` of its ``drafted`` tokens were kept. Every position
+        up to the first rejected one is a trial (positions after it were never reached)."""
+        trials = accepted + (1 if accepted < drafted else 0)
+        for j in range(trials):
+            self.acceptance = DECAY * self.acceptance + (1.0 - DECAY) * (j < accepted)
+
+    def judge_shadow(self, token: int) -> None:
+        """The token that came after an unsent guess: keeps the estimate honest while the
+        sequence does not draft, so it can start again when its text turns predictable."""
+        if self.shadow is not None:
+            self.acceptance = DECAY * self.acceptance + (1.0 - DECAY) * (token == self.shadow)
+            self.shadow = None
+
+
+class Speculator:
+    """Drafts for the engine loop (``EngineCore``), and the KV cells of rejected ones."""
+
+    def __init__(self, config: SpeculationConfig, runtime: LlamaRuntime, batch: Batch,
+                 token_budget: int, max_model_len: int) -> None:
+        self._runtime = runtime
+        self._token_budget = token_budget
+        self._max_model_len = max_model_len
+        self.config = replace(config, row_cost=row_cost(runtime, batch, config.row_cost))
+        log.info("speculation: ngram drafts of up to %d tokens; a draft row costs %.2f of a "
+                 "one-row decode here", config.num_speculative_tokens, self.config.row_cost)
+        self._paused = 0  # steps to go without drafts (they found no KV room)
+        self.drafts = 0  # drafts verified
+        self.draft_tokens = 0  # tokens in them
+        self.accepted_tokens = 0  # of those, kept
+
+    def state(self) -> SpecState:
+        """A new sequence's drafting state."""
+        return SpecState(NgramIndex(self.config.prompt_lookup_min,
+                                    self.config.prompt_lookup_max))
+
+    def draft(self, work: list[Work]) -> None:
+        """Give each sequence that samples this step its draft (often none), within the
+        step's token budget; a guess too unlikely to send is kept as a shadow to judge."""
+        config = self.config
+        width = sum(item.count for item in work)
+        room = self._token_budget - width
+        if self._paused:
+            self._paused -= 1
+            room = 0
+        for item in work:
+            seq, state = item.seq, item.seq.spec
+            if state is None:
+                continue
+            state.draft = []
+            state.shadow = None
+            # A group leader's row is sampled by its followers too: no draft rows for it.
+            if not item.sample or seq.followers or room <= 0:
+                continue
+            # Never past max_tokens or the context: those tokens would be thrown away.
+            wanted = min(seq.request.sampling.max_tokens - seq.num_generated,
+                         self._max_model_len - len(seq.tokens)) - 1
+            k = state.length(config, width, min(wanted, room))
+            guess = state.index.propose(seq.tokens, max(k, 1))
+            if not guess:
+                continue
+            if k == 0:
+                state.shadow = guess[0]
+                continue
+            state.draft = guess[:k]
+            room -= len(state.draft)
+
+    def drop(self, work: list[Work]) -> bool:
+        """Forget this step's drafts (its decode did not run: a shared KV pool may have no
+        room for them) and draft nothing for a while; True if there were any."""
+        dropped = False
+        for item in work:
+            state = item.seq.spec
+            if state is not None and state.draft:
+                state.draft = []
+                dropped = True
+        if dropped:
+            self._paused = PAUSE_STEPS
+        return dropped
+
+    def verify(self, seq: Sequence, rows: list[int],
+               sample: Callable[[Sequence, int], StepOutput]) -> list[StepOutput]:
+        """Sample ``seq``'s rows (its next token's, then one per draft token) in order while
+        the samples agree with its draft: each kept draft token's KV cell stays, the first
+        disagreement's sample is the step's last token, and the cells of the draft tokens
+        after it are removed. ``sample`` is the engine's own per-row sampling."""
+        state = seq.spec
+        assert state is not None and seq.slot is not None
+        draft, slot = state.draft, seq.slot
+        # The step counted the next token's cell; a draft token's counts once it is kept.
+        first_draft_pos = seq.num_computed
+        accepted = 0
+        outputs = []
+        for j, row in enumerate(rows):
+            output = sample(seq, row)
+            outputs.append(output)
+            if output.finish_reason is not None or j == len(draft):
+                break
+            if seq.tokens[-1] != draft[j]:
+                break
+            accepted += 1
+            seq.num_computed += 1
+        # A sequence that finished here has given its slot up, keeping (as its cached
+        # prefix) just the cells counted: the rejected ones go either way.
+        if accepted < len(draft):
+            self._runtime.seq_rm(slot, first_draft_pos + accepted, -1)
+        self._settle(state, accepted)
+        return outputs
+
+    def _settle(self, state: SpecState, accepted: int) -> None:
+        drafted = len(state.draft)
+        state.judge(drafted, accepted)
+        state.draft = []
+        self.drafts += 1
+        self.draft_tokens += drafted
+        self.accepted_tokens += accepted
+
+
+def row_cost(runtime: LlamaRuntime, batch: Batch, fallback: float) -> float:
+    """What one more row adds to a one-row decode, as a share of that decode's fixed cost:
+    timed here on KV sequence 0 (empty at start, and emptied again), at 1 and 9 rows after
+    a warm-up of each, the fastest of several tries."""
+    token = runtime.bos_id if runtime.bos_id >= 0 else 0
+    best = {1: float("inf"), 9: float("inf")}
+    try:
+        for attempt in range(6):
+            for rows in best:
+                batch.clear()
+                for pos in range(rows):
+                    batch.add(token, pos, [0], True)
+                started = time.perf_counter()
+                if runtime.decode(batch) != 0:
+                    return fallback
+                if attempt >= 1:  # the first of each size builds its compute graph
+                    best[rows] = min(best[rows], time.perf_counter() - started)
+                runtime.seq_rm(0, 0, -1)
+    finally:
+        runtime.seq_rm(0, 0, -1)
+        batch.clear()
+    per_row = (best[9] - best[1]) / 8
+    fixed = best[1] - per_row
+    if per_row <= 0 or fixed <= 0:
+        return fallback
+    return min(2.0, max(0.05, per_row / fixed))
