@@ -7,8 +7,8 @@ bundled model file and threads, in alternating rounds (never two servers decodin
 
 Workloads (``insieme bench`` datasets): input-grounded tasks at concurrency 1 (all four
 servers); free-form prompts at concurrency 1 and 16 (insieme with and without drafts); the
-random dataset in an open loop at three request rates (insieme and llama-server, each with
-and without speculation), with goodput under TTFT/TPOT SLOs. Needs
+random dataset in an open loop at three request rates (insieme and llama-server), with
+goodput under TTFT/TPOT SLOs. Needs
 benchmarks/build_llama_server.sh. Writes benchmarks/out/speculative.json and .md, and the
 engine's draft counters (from /metrics) per workload.
 """
@@ -79,7 +79,10 @@ def measure(running: dict[str, tuple[Any, str]], names: list[str], settings: dic
         for name in names[shift:] + names[:shift]:
             url = running[name][1]
             before = spec_counters(url)
-            bench = BenchSettings(base_url=url, model=MODEL_NAME, label=name, **settings)
+            load = ({"concurrency": (level.concurrency,)} if level.request_rate is None
+                    else {"request_rate": (level.request_rate,)})
+            bench = BenchSettings(base_url=url, model=MODEL_NAME, label=name, **load,
+                                  **settings)
             records, seconds = asyncio.run(run_level_records(bench, level))
             after = spec_counters(url)
             for key, value in after.items():
@@ -136,6 +139,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--open-rounds", type=int, default=1)
     parser.add_argument("--only", default="grounded,free,open")
     parser.add_argument("--llama-spec", default=LLAMA_SPEC)
     args = parser.parse_args()
@@ -159,7 +163,7 @@ def main() -> None:
         if "free" in parts:
             for c in (1, 16):
                 r = measure(running, ["insieme", "insieme-nospec"],
-                            {"dataset": "builtin", "requests": max(args.requests, 4 * c),
+                            {"dataset": "builtin", "requests": max(args.requests, 2 * c),
                              "max_tokens": 128, "ignore_eos": True},
                             Level(concurrency=c), args.rounds)
                 results[f"free_c{c}"] = r
@@ -167,15 +171,14 @@ def main() -> None:
                            [("insieme", "insieme-nospec")])
         if "open" in parts:
             for rate in RATES:
-                r = measure(running, everyone,
+                r = measure(running, ["insieme", "llama-server"],
                             {"dataset": "random", "requests": 2 * args.requests,
                              "random_input_len": 256, "random_output_len": 128,
-                             "random_range_ratio": 0.5, "request_rate": (rate,)},
-                            Level(request_rate=rate), args.rounds)
+                             "random_range_ratio": 0.5},
+                            Level(request_rate=rate), args.open_rounds)
                 results[f"random_rate_{rate:g}"] = r
                 md += rows(f"Random dataset (256 in / 128 out, ±50%), open loop at {rate:g} "
-                           "req/s", r, [("insieme", "llama-server"),
-                                        ("insieme", "llama-server-spec")])
+                           "req/s", r, [("insieme", "llama-server")])
     finally:
         for process, _ in running.values():
             process.terminate()

@@ -23,6 +23,9 @@ NAMES = [
     "insieme:generation_tokens_total",
     "insieme:prefix_cache_queries_total",
     "insieme:prefix_cache_hits_total",
+    "insieme:spec_decode_num_drafts_total",
+    "insieme:spec_decode_num_draft_tokens_total",
+    "insieme:spec_decode_num_accepted_tokens_total",
 ]
 
 

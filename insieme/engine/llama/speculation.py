@@ -8,9 +8,10 @@ still sampled from its own row of logits, so greedy output is the same as withou
 sampled output follows the same distribution (a draft that is one fixed guess is accepted
 exactly when the sample equals it).
 
-Drafting pays only where it is right often enough: on this CPU a row fed beside another costs
-~0.4 of a whole one-token step (``row_cost``), and in a wide batch every extra row costs as
-much as a token anyone else decodes. So each sequence keeps an estimate of how often its
+Drafting pays only where it is right often enough: on a CPU a row fed beside another costs
+about half of a whole one-token step (the bundled model on 2 cores: 15.8 ms for one row,
++7 ms for each more), and in a wide batch every extra row costs as much as a token anyone
+else decodes. So each sequence keeps an estimate of how often its
 drafts hold (``acceptance``, updated also from the guesses it did not send), and a draft is
 only as long as its positions are likely enough to be kept to pay for their rows.
 """
@@ -37,6 +38,8 @@ DECAY = 0.9
 # A new sequence's acceptance before it has shown any (drafting on its first guesses, whose
 # rows then tell whether to go on).
 PRIOR_ACCEPTANCE = 0.6
+# The least a draft row is taken to cost, as a share of a one-row decode's fixed part.
+MIN_ROW_COST = 1.0
 # Steps without drafts after a decode found no KV room for them (a shared pool running full).
 PAUSE_STEPS = 64
 
@@ -49,8 +52,9 @@ class SpeculationConfig:
     num_speculative_tokens: int = 16
     prompt_lookup_max: int = 4
     prompt_lookup_min: int = 2
-    # Cost of one more row in a decode, relative to a one-row step (measured at start).
-    row_cost: float = 0.4
+    # Cost of one more row in a decode, relative to a one-row step's fixed part (measured
+    # at start; this is the fallback).
+    row_cost: float = 1.0
 
 
 @dataclass(eq=False, slots=True)
@@ -158,6 +162,11 @@ class Speculator:
         if self._paused:
             self._paused -= 1
             room = 0
+        if len(work) > 1 and not self._runtime.shape.kv_unified:
+            # With a KV stream per sequence llama.cpp splits a batch into ubatches that take
+            # equal tokens from each sequence: one sequence's draft makes extra passes over
+            # the whole model (free-form at 16 clients: 0.92-0.96x with drafts allowed).
+            room = 0
         for item in work:
             seq, state = item.seq, item.seq.spec
             if state is None:
@@ -256,4 +265,7 @@ def row_cost(runtime: LlamaRuntime, batch: Batch, fallback: float) -> float:
     fixed = best[1] - per_row
     if per_row <= 0 or fixed <= 0:
         return fallback
-    return min(2.0, max(0.05, per_row / fixed))
+    # Timed near position 0 and without the row's sampling, this is the least a row costs:
+    # on the bundled model here it read 0.8-1.6 between starts, and end to end drafting did
+    # no worse with a floor of 1 (see BENCHMARKS.md, speculative decoding).
+    return min(3.0, max(MIN_ROW_COST, per_row / fixed))

@@ -185,14 +185,14 @@ async def test_an_abort_in_the_middle_of_drafting_frees_everything() -> None:
     try:
         tokens = (await engine.render_chat(
             [{"role": "user", "content": PROMPTS[0]}])).tokens
-        streams = [await engine.submit(GenerationRequest(
-            f"a{i}", tokens, SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True)))
-            for i in range(3)]
-        for stream in streams:
+        for i in range(3):
+            stream = await engine.submit(GenerationRequest(
+                f"a{i}", tokens, SamplingParams(temperature=0.0, max_tokens=200,
+                                                ignore_eos=True)))
             seen = 0
             async for output in stream:
                 seen += output.token is not None
-                if seen >= 20:
+                if seen >= 20 + 7 * i:  # somewhere in a draft, as often as not
                     break
             await stream.aclose()
         await idle(engine)
