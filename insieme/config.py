@@ -57,7 +57,7 @@ class EngineConfig:
     max_grammar_bytes: int = 256 * 1024
     # Prompt-lookup speculation ("ngram" or "off"): drafts of up to num_speculative_tokens
     # from n-grams of prompt_lookup_min..prompt_lookup_max tokens, verified in the batch.
-    speculative: str = "ngram"
+    speculative: str = "off"
     num_speculative_tokens: int = 16
     prompt_lookup_max: int = 4
     prompt_lookup_min: int = 2

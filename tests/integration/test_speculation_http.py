@@ -1,5 +1,6 @@
 """Speculative decoding as a user of the real server sees it: a copy task drafts and keeps
-tokens (the counters say so), and the text is the one `--speculative off` gives."""
+tokens (the counters say so), and the text is the one the default, `--speculative off`,
+gives."""
 
 from __future__ import annotations
 
@@ -24,10 +25,14 @@ def counters(server: Server) -> dict[str, float]:
 
 
 def test_a_copy_task_is_drafted_and_its_text_is_unchanged(real_server: Server) -> None:
-    before = counters(real_server)
-    answer = httpx.post(f"{real_server.base_url}/chat/completions", json=BODY, timeout=120)
-    assert answer.status_code == 200, answer.text
-    after = counters(real_server)
+    drafting = start_real_server("--speculative", "ngram")
+    try:
+        before = counters(drafting)
+        answer = httpx.post(f"{drafting.base_url}/chat/completions", json=BODY, timeout=120)
+        assert answer.status_code == 200, answer.text
+        after = counters(drafting)
+    finally:
+        stop_server(drafting)
     accepted = after["accepted_tokens"] - before["accepted_tokens"]
     drafted = after["draft_tokens"] - before["draft_tokens"]
     assert after["drafts"] > before["drafts"]
@@ -35,11 +40,8 @@ def test_a_copy_task_is_drafted_and_its_text_is_unchanged(real_server: Server) -
     usage = answer.json()["usage"]
     assert accepted < usage["completion_tokens"]  # each step samples one token of its own
 
-    plain = start_real_server("--speculative", "off")
-    try:
-        again = httpx.post(f"{plain.base_url}/chat/completions", json=BODY, timeout=120)
-        assert counters(plain)["drafts"] == 0
-    finally:
-        stop_server(plain)
+    # The shared server runs with the default, no speculation.
+    again = httpx.post(f"{real_server.base_url}/chat/completions", json=BODY, timeout=120)
+    assert counters(real_server)["drafts"] == 0
     assert again.json()["choices"][0]["message"]["content"] == \
         answer.json()["choices"][0]["message"]["content"]
