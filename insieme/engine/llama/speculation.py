@@ -19,7 +19,6 @@ only as long as its positions are likely enough to be kept to pay for their rows
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -38,8 +37,9 @@ DECAY = 0.9
 # A new sequence's acceptance before it has shown any (drafting on its first guesses, whose
 # rows then tell whether to go on).
 PRIOR_ACCEPTANCE = 0.6
-# The least a draft row is taken to cost, as a share of a one-row decode's fixed part.
-MIN_ROW_COST = 1.0
+# How much more a draft must be expected to give than a plain step (sampling its rows,
+# and the noise of the estimates, are not in the cost curve).
+MARGIN = 0.05
 # Steps without drafts after a decode found no KV room for them (a shared pool running full).
 PAUSE_STEPS = 64
 
@@ -52,9 +52,21 @@ class SpeculationConfig:
     num_speculative_tokens: int = 16
     prompt_lookup_max: int = 4
     prompt_lookup_min: int = 2
-    # Cost of one more row in a decode, relative to a one-row step's fixed part (measured
-    # at start; this is the fallback).
+    # What a decode of r rows costs relative to one row, as (rows, cost) points measured at
+    # start (``step_costs``); without them, linear: each row ``row_cost`` of the fixed part.
+    curve: tuple[tuple[int, float], ...] = ()
     row_cost: float = 1.0
+
+    def step_cost(self, rows: int) -> float:
+        """A decode of ``rows`` rows, in one-row decodes (piecewise linear over ``curve``)."""
+        curve = self.curve
+        if not curve:
+            return (1.0 + self.row_cost * rows) / (1.0 + self.row_cost)
+        for (r0, c0), (r1, c1) in zip(curve, curve[1:], strict=False):
+            if rows <= r1:
+                return c0 + (c1 - c0) * (rows - r0) / (r1 - r0)
+        (r0, c0), (r1, c1) = curve[-2], curve[-1]
+        return c1 + (c1 - c0) * (rows - r1) / (r1 - r0)
 
 
 @dataclass(eq=False, slots=True)
@@ -101,21 +113,23 @@ class SpecState:
     shadow: int | None = None  # the first token guessed without being sent
 
     def length(self, config: SpeculationConfig, width: int, room: int) -> int:
-        """How many tokens to draft this step, in a decode of ``width`` sequences, with at
-        most ``room`` more tokens wanted. Position j of a draft is kept with probability
-        acceptance^j; it is worth its row while that exceeds the share of a step one row
-        costs (``row_cost`` per row over a step of ``width`` rows)."""
-        k = min(config.num_speculative_tokens, room)
-        if k <= 0:
+        """How many tokens to draft this step, in a decode of ``width`` rows, with at most
+        ``room`` more tokens wanted: the k that gives the step the most tokens per cost, where
+        position j of a draft is kept with probability acceptance^j and the step's cost is
+        ``config.step_cost``; 0 unless that beats a plain step by ``MARGIN``."""
+        most = min(config.num_speculative_tokens, room)
+        if most <= 0:
             return 0
-        c = config.row_cost
-        threshold = c * width / (1.0 + c * width)
         a = self.acceptance
-        if a <= threshold:
-            return 0
-        if a >= 0.999:
-            return k
-        return max(0, min(k, int(math.log(threshold) / math.log(a))))
+        best_k, best = 0, width / config.step_cost(width) * (1.0 + MARGIN)
+        expected, term = 1.0, 1.0
+        for k in range(1, most + 1):
+            term *= a
+            expected += term
+            rate = (width - 1 + expected) / config.step_cost(width + k)
+            if rate > best:
+                best_k, best = k, rate
+        return best_k
 
     def judge(self, drafted: int, accepted: int) -> None:
         """A verified draft: ``accepted`` of its ``drafted`` tokens were kept. Every position
@@ -140,9 +154,11 @@ class Speculator:
         self._runtime = runtime
         self._token_budget = token_budget
         self._max_model_len = max_model_len
-        self.config = replace(config, row_cost=row_cost(runtime, batch, config.row_cost))
-        log.info("speculation: ngram drafts of up to %d tokens; a draft row costs %.2f of a "
-                 "one-row decode here", config.num_speculative_tokens, self.config.row_cost)
+        self.config = replace(config, curve=step_costs(runtime, batch))
+        log.info("speculation: ngram drafts of up to %d tokens; decodes of %s rows cost %s "
+                 "one-row decodes here", config.num_speculative_tokens,
+                 "/".join(str(r) for r, _ in self.config.curve),
+                 "/".join(f"{c:.2f}" for _, c in self.config.curve))
         self._paused = 0  # steps to go without drafts (they found no KV room)
         self.drafts = 0  # drafts verified
         self.draft_tokens = 0  # tokens in them
@@ -240,32 +256,35 @@ class Speculator:
         self.accepted_tokens += accepted
 
 
-def row_cost(runtime: LlamaRuntime, batch: Batch, fallback: float) -> float:
-    """What one more row adds to a one-row decode, as a share of that decode's fixed cost:
-    timed here on KV sequence 0 (empty at start, and emptied again), at 1 and 9 rows after
-    a warm-up of each, the fastest of several tries."""
+CURVE_ROWS = (1, 2, 3, 5, 9, 17)
+
+
+def step_costs(runtime: LlamaRuntime, batch: Batch) -> tuple[tuple[int, float], ...]:
+    """(rows, cost relative to one row) for decodes of ``CURVE_ROWS`` rows, timed here on KV
+    sequence 0 (empty at start, and emptied again), the fastest of several tries after a
+    warm-up of each; () if a decode fails. The first extra row costs the most (on the
+    bundled model on 2 cores: 1 row 15.8 ms, 2 rows 25.7, 17 rows 121), which a straight
+    line through 1 and 9 rows misses."""
     token = runtime.bos_id if runtime.bos_id >= 0 else 0
-    best = {1: float("inf"), 9: float("inf")}
+    best = dict.fromkeys(CURVE_ROWS, float("inf"))
     try:
-        for attempt in range(6):
-            for rows in best:
+        for attempt in range(5):
+            for rows in CURVE_ROWS:
                 batch.clear()
                 for pos in range(rows):
                     batch.add(token, pos, [0], True)
                 started = time.perf_counter()
                 if runtime.decode(batch) != 0:
-                    return fallback
+                    return ()
                 if attempt >= 1:  # the first of each size builds its compute graph
                     best[rows] = min(best[rows], time.perf_counter() - started)
                 runtime.seq_rm(0, 0, -1)
     finally:
         runtime.seq_rm(0, 0, -1)
         batch.clear()
-    per_row = (best[9] - best[1]) / 8
-    fixed = best[1] - per_row
-    if per_row <= 0 or fixed <= 0:
-        return fallback
-    # Timed near position 0 and without the row's sampling, this is the least a row costs:
-    # on the bundled model here it read 0.8-1.6 between starts, and end to end drafting did
-    # no worse with a floor of 1 (see BENCHMARKS.md, speculative decoding).
-    return min(3.0, max(MIN_ROW_COST, per_row / fixed))
+    one = best[1]
+    costs, floor = [], 1.0
+    for rows in CURVE_ROWS:
+        floor = max(floor, best[rows] / one)  # never cheaper for more rows
+        costs.append((rows, floor))
+    return tuple(costs)
