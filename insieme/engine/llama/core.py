@@ -134,6 +134,8 @@ class EngineCore:
 
     def _run(self) -> None:
         try:
+            if self.speculator is not None:
+                self.speculator.calibrate()
             idle = True
             while self._drain_inbox(block=idle):
                 try:

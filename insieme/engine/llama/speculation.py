@@ -154,15 +154,21 @@ class Speculator:
         self._runtime = runtime
         self._token_budget = token_budget
         self._max_model_len = max_model_len
-        self.config = replace(config, curve=step_costs(runtime, batch))
-        log.info("speculation: ngram drafts of up to %d tokens; decodes of %s rows cost %s "
-                 "one-row decodes here", config.num_speculative_tokens,
-                 "/".join(str(r) for r, _ in self.config.curve),
-                 "/".join(f"{c:.2f}" for _, c in self.config.curve))
+        self._batch = batch
+        self.config = config
         self._paused = 0  # steps to go without drafts (they found no KV room)
         self.drafts = 0  # drafts verified
         self.draft_tokens = 0  # tokens in them
         self.accepted_tokens = 0  # of those, kept
+
+    def calibrate(self) -> None:
+        """Time this machine's decodes (``step_costs``). Called on the engine thread, before
+        its first step: llama.cpp's compute threads belong to the thread that decodes."""
+        self.config = replace(self.config, curve=step_costs(self._runtime, self._batch))
+        log.info("speculation: ngram drafts of up to %d tokens; decodes of %s rows cost %s "
+                 "one-row decodes here", self.config.num_speculative_tokens,
+                 "/".join(str(r) for r, _ in self.config.curve),
+                 "/".join(f"{c:.2f}" for _, c in self.config.curve))
 
     def state(self) -> SpecState:
         """A new sequence's drafting state."""
