@@ -199,12 +199,12 @@ def _serve(args: argparse.Namespace) -> int:
     from insieme.api.lifecycle import GracefulServer
     from insieme.api.requestlog import configure_logging, uvicorn_log_config
     from insieme.engine.base import Engine
+    from insieme.engine.factory import create_engine
     from insieme.engine.faults import FaultHeader, FaultInjectingEngine
-    from insieme.engine.llama.engine import LlamaEngine
 
     config = server_config(args)
     log_writer = configure_logging(config.log_format, args.log_level)
-    engine: Engine = LlamaEngine(config.engine)
+    engine: Engine = create_engine(config.engine)
     if os.environ.get(FAULT_INJECTION_ENV) == "1":  # tests only: X-Insieme-Fault
         engine = FaultInjectingEngine(engine)
     app = create_app(engine, config)
