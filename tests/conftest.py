@@ -19,6 +19,7 @@ import uvicorn
 from insieme.api.app import create_app
 from insieme.config import ServerConfig
 from insieme.engine.fake import ALL_CAPABILITIES, FakeEngine
+from tests.deps import MISSING
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SEED_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"
@@ -166,3 +167,19 @@ def read_metrics(root: str) -> dict[str, float]:
                               if k != "model_name")
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
+
+
+_missing_dependency_skips: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and isinstance(report.longrepr, tuple) and MISSING in report.longrepr[2]:
+        _missing_dependency_skips.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # CI installs every optional backend: a test skipped for a missing one there is a failure.
+    if os.environ.get("CI") and _missing_dependency_skips:
+        print(f"\nCI: {len(_missing_dependency_skips)} tests skipped for a missing dependency, "
+              f"e.g. {_missing_dependency_skips[0]}")
+        session.exitstatus = 1
