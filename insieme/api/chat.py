@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from insieme.api import admission, logprobs, tools
+from insieme.api import admission, logprobs, routing, tools
 from insieme.api.context import AppContext
 from insieme.api.schemas import ChatCompletionRequest
 from insieme.api.streaming import (
@@ -21,6 +22,7 @@ from insieme.api.streaming import (
     sse_events,
     usage,
 )
+from insieme.engine.base import Engine
 from insieme.engine.types import StepOutput, TokenInfo
 
 
@@ -28,14 +30,31 @@ async def create_chat_completion(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     body = await parse_body(request, ChatCompletionRequest,
                             max_depth=ctx.config.limits.max_json_depth)
-    admitted = await admission.chat(ctx, request.state.record, body)
-    stream, request_id, options = admitted.stream, admitted.request_id, admitted.options
-    echo = bool(body.echo) and not body.stream
-    reply = _Reply(request_id, ctx.config.model_id, body.n, admitted.tool_plan, options)
-    if body.stream:
+    record = request.state.record
+    entry = routing.find_model(ctx, record, body.model, "chat")
+
+    def chunks(admitted: admission.Admitted) -> AsyncIterator[bytes]:
+        reply = _Reply(admitted.request_id, entry.name, body.n, admitted.tool_plan,
+                       admitted.options)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = sse_events(stream, body.n, include_usage, _ChatChunks(reply))
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return sse_events(admitted.stream, body.n, include_usage, _ChatChunks(reply))
+
+    async def events(engine: Engine) -> AsyncIterator[bytes]:
+        async for event in chunks(await admission.chat(ctx, record, body, engine)):
+            yield event
+
+    if body.stream and routing.must_wait(entry):
+        # The model loads first: the stream begins now, with pings while it waits.
+        return StreamingResponse(routing.pinged(ctx, record, entry, events),
+                                 media_type="text/event-stream", headers=SSE_HEADERS)
+    engine = await routing.use_model(ctx, record, entry)
+    admitted = await admission.chat(ctx, record, body, engine)
+    if body.stream:
+        return StreamingResponse(chunks(admitted), media_type="text/event-stream",
+                                 headers=SSE_HEADERS)
+    stream, request_id, options = admitted.stream, admitted.request_id, admitted.options
+    echo = bool(body.echo)
+    reply = _Reply(request_id, entry.name, body.n, admitted.tool_plan, options)
     result = await collect(stream, request, body.n)
     prompt: list[dict[str, Any]] = []
     if echo:
