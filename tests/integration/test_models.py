@@ -43,6 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, broken_file: Path) -> Itera
     config.write_text(f"""
 max-loaded-models = 1
 threads = 2
+model-load-timeout = 600  # a busy test machine: waits run long, never into a 503
 
 [models.a]
 served-model-name = ["smol-a", "HuggingFaceTB/SmolLM2-135M-Instruct"]
@@ -99,9 +100,11 @@ def test_sdks_chat_with_two_models_and_list_all(server: Server) -> None:
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
     openai_ids = [m.id for m in client.models.list()]
     assert openai_ids == ["smol-a", "HuggingFaceTB/SmolLM2-135M-Instruct", "smol-b", "broken"]
-    together_models = tog.models.list()
-    assert [m.id for m in together_models] == openai_ids
-    assert {m.type for m in together_models} == {"chat"}
+    # together 3.x's models.list() is its /v2 project API; 1.x and 2.x read /v1/models as a
+    # bare list, as a Together User-Agent gets it.
+    bare = httpx.get(f"{server.base_url}/models",
+                     headers={"User-Agent": "Together/v1 PythonBindings/1.5.35"}).json()
+    assert [m["id"] for m in bare] == openai_ids and {m["type"] for m in bare} == {"chat"}
     cards = {m["id"]: m for m in httpx.get(f"{server.base_url}/models").json()["data"]}
     assert cards["smol-a"]["context_length"] == 1024
     assert cards["smol-b"]["context_length"] == 512
@@ -110,9 +113,9 @@ def test_sdks_chat_with_two_models_and_list_all(server: Server) -> None:
 def test_alternating_models_stay_within_one_loaded(server: Server) -> None:
     client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
     rss = []
-    for i in range(8):
+    for i in range(6):
         model = ("smol-a", "smol-b")[i % 2]
-        reply = client.chat.completions.create(model=model, messages=USER, max_tokens=4,
+        reply = client.chat.completions.create(model=model, messages=USER, max_tokens=2,
                                                temperature=0)
         assert reply.model == model
         assert sum(loaded(server).values()) <= 2  # one model, under its two names at most
@@ -120,7 +123,7 @@ def test_alternating_models_stay_within_one_loaded(server: Server) -> None:
     states = {m["id"]: m["state"] for m in httpx.get(f"{server.root}/health").json()["models"]}
     assert (states["smol-a"], states["smol-b"]) == ("unloaded", "loaded")
     # Each switch frees the model it unloads: no growth with the number of switches.
-    assert max(rss[4:]) < max(rss[:4]) + 48, rss
+    assert max(rss[3:]) < max(rss[:3]) + 48, rss
 
 
 def test_a_request_in_flight_is_never_unloaded(server: Server) -> None:
@@ -136,7 +139,7 @@ def test_a_request_in_flight_is_never_unloaded(server: Server) -> None:
 
     tokens = 0
     with httpx.stream("POST", f"{server.base_url}/chat/completions", timeout=120,
-                      json={"model": "smol-a", "messages": USER, "max_tokens": 160,
+                      json={"model": "smol-a", "messages": USER, "max_tokens": 24,
                             "ignore_eos": True, "stream": True}) as stream:
         lines = stream.iter_lines()
         thread = threading.Thread(target=ask_b)
@@ -150,7 +153,7 @@ def test_a_request_in_flight_is_never_unloaded(server: Server) -> None:
             finish = chunk["choices"][0]["finish_reason"] if chunk["choices"] else None
         ended["a"] = time.monotonic()
     thread.join(timeout=120)
-    assert finish == "length" and tokens == 160  # a streamed to its end, never cut off
+    assert finish == "length" and tokens == 24  # a streamed to its end, never cut off
     assert other["b"].status_code == 200 and other["b"].json()["model"] == "smol-b"
     assert ended["b"] > ended["a"]  # b waited for a's request to end, then took its place
 
