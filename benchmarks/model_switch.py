@@ -24,39 +24,25 @@ from typing import Any
 
 import httpx
 
-from insieme.bench.report import machine_info
-from insieme.config import bundled_model_path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from side_by_side import free_port  # noqa: E402
+from soak import wait_healthy  # noqa: E402
+
+from insieme.bench.report import machine_info  # noqa: E402
+from insieme.config import bundled_model_path  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 PROMPT = [{"role": "user", "content": "Say hello."}]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "insieme", "serve", "--port", str(port),
-                                "--no-usage-db", "--log-level", "warning", *args],
+                                "--no-usage-db", "--log-level", "warning",
+                                "--no-prefix-caching", *args],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return process, f"http://127.0.0.1:{port}"
-
-
-def wait_healthy(root: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{root}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.01)
-    raise RuntimeError(f"{root} did not become healthy")
 
 
 def first_token_seconds(root: str, model: str) -> float:
@@ -86,9 +72,14 @@ def cold_start_seconds(threads: int) -> float:
     started = time.perf_counter()
     process, root = start(["--threads", str(threads), "--max-model-len", "1024"])
     try:
-        wait_healthy(root)
-        first_token_seconds(root, "HuggingFaceTB/SmolLM2-135M-Instruct")
-        return time.perf_counter() - started
+        while True:  # asked as soon as it listens (a 503 while it loads: ask again)
+            try:
+                first_token_seconds(root, "HuggingFaceTB/SmolLM2-135M-Instruct")
+                return time.perf_counter() - started
+            except (httpx.TransportError, httpx.HTTPStatusError):
+                if process.poll() is not None or time.perf_counter() - started > 120:
+                    raise
+                time.sleep(0.01)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -115,7 +106,7 @@ def main() -> int:
     cold: list[float] = []
     process, root = start(["--config", str(config), "--threads", str(options.threads)])
     try:
-        wait_healthy(root)
+        wait_healthy(root, process)
         first_token_seconds(root, "smol-a")  # a is loaded and warm
         for i in range(options.rounds):
             target = ("smol-b", "smol-a")[i % 2]

@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from insieme.api import admission, logprobs, routing, tools
 from insieme.api.context import AppContext
 from insieme.api.schemas import ChatCompletionRequest
 from insieme.api.streaming import (
-    SSE_HEADERS,
     Collected,
     collect,
     finish_text,
@@ -22,7 +21,6 @@ from insieme.api.streaming import (
     sse_events,
     usage,
 )
-from insieme.engine.base import Engine
 from insieme.engine.types import StepOutput, TokenInfo
 
 
@@ -39,19 +37,11 @@ async def create_chat_completion(request: Request) -> Response:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return sse_events(admitted.stream, body.n, include_usage, _ChatChunks(reply))
 
-    async def events(engine: Engine) -> AsyncIterator[bytes]:
-        async for event in chunks(await admission.chat(ctx, record, body, engine)):
-            yield event
-
-    if body.stream and routing.must_wait(entry):
-        # The model loads first: the stream begins now, with pings while it waits.
-        return StreamingResponse(routing.pinged(ctx, record, entry, events),
-                                 media_type="text/event-stream", headers=SSE_HEADERS)
-    engine = await routing.use_model(ctx, record, entry)
-    admitted = await admission.chat(ctx, record, body, engine)
-    if body.stream:
-        return StreamingResponse(chunks(admitted), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)
+    admitted = await routing.generate(
+        ctx, record, entry, body.stream,
+        lambda engine: admission.chat(ctx, record, body, engine), chunks)
+    if isinstance(admitted, Response):
+        return admitted
     stream, request_id, options = admitted.stream, admitted.request_id, admitted.options
     echo = bool(body.echo)
     reply = _Reply(request_id, entry.name, body.n, admitted.tool_plan, options)

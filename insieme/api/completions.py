@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from insieme.api import admission, logprobs, routing
 from insieme.api.context import AppContext
 from insieme.api.schemas import CompletionRequest
 from insieme.api.streaming import (
-    SSE_HEADERS,
     Collected,
     collect,
     finish_text,
@@ -22,7 +21,6 @@ from insieme.api.streaming import (
     sse_events,
     usage,
 )
-from insieme.engine.base import Engine
 from insieme.engine.types import PromptToken, StepOutput, TokenInfo
 
 
@@ -40,19 +38,11 @@ async def create_completion(request: Request) -> Response:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return sse_events(admitted.stream, body.n, include_usage, _CompletionChunks(reply))
 
-    async def events(engine: Engine) -> AsyncIterator[bytes]:
-        async for event in chunks(await admission.completion(ctx, record, body, engine)):
-            yield event
-
-    if body.stream and routing.must_wait(entry):
-        # The model loads first: the stream begins now, with pings while it waits.
-        return StreamingResponse(routing.pinged(ctx, record, entry, events),
-                                 media_type="text/event-stream", headers=SSE_HEADERS)
-    engine = await routing.use_model(ctx, record, entry)
-    admitted = await admission.completion(ctx, record, body, engine)
-    if body.stream:
-        return StreamingResponse(chunks(admitted), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)
+    admitted = await routing.generate(
+        ctx, record, entry, body.stream,
+        lambda engine: admission.completion(ctx, record, body, engine), chunks)
+    if isinstance(admitted, Response):
+        return admitted
     reply = _Reply(admitted.request_id, entry.name, body.n, admitted.options, echo, objects)
     stream, request_id = admitted.stream, admitted.request_id
     result = await collect(stream, request, body.n)

@@ -14,11 +14,14 @@ while it waits (``pinged``), so clients and proxies see a live connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+from starlette.responses import StreamingResponse
+
+from insieme.api.admission import Admitted
 from insieme.api.context import AppContext
 from insieme.api.registry import ModelEntry, ModelState
-from insieme.api.streaming import error_event
+from insieme.api.streaming import SSE_HEADERS, error_event
 from insieme.api.tracking import RequestRecord
 from insieme.catalog import TASK_TYPES
 from insieme.engine.base import Engine
@@ -79,3 +82,24 @@ async def pinged(ctx: AppContext, record: RequestRecord, entry: ModelEntry,
             # Let it finish: a lease it got after all is on the record, which the gate
             # releases once the response is over.
             await asyncio.wait({waiting})
+
+
+async def generate(ctx: AppContext, record: RequestRecord, entry: ModelEntry, stream: bool,
+                   admit: Callable[[Engine], Awaitable[Admitted]],
+                   chunks: Callable[[Admitted], AsyncIterator[bytes]],
+                   ) -> Admitted | StreamingResponse:
+    """A generation request on ``entry``'s engine: ``admit`` it, and for a stream, the SSE
+    response of its ``chunks``. A stream whose model must load first starts at once, with
+    pings; otherwise every refusal comes before the response, with its own status."""
+    if stream and must_wait(entry):
+        async def events(engine: Engine) -> AsyncIterator[bytes]:
+            async for event in chunks(await admit(engine)):
+                yield event
+
+        return _sse(pinged(ctx, record, entry, events))
+    admitted = await admit(await use_model(ctx, record, entry))
+    return _sse(chunks(admitted)) if stream else admitted
+
+
+def _sse(events: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)

@@ -5,6 +5,7 @@ named and retried, one load shared by its waiters."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -97,6 +98,7 @@ async def test_a_model_in_use_is_never_unloaded() -> None:
         await use(models, "b")  # no room while a's request runs
     assert refused.value.headers["Retry-After"] and "waiting for room" in refused.value.message
     assert loaded(models) == {"a"} and models.find("a").in_flight == 1
+    models.catalog = replace(models.catalog, load_timeout=30.0)  # now b may wait long
     waiting = asyncio.ensure_future(use(models, "b"))
     await asyncio.sleep(0.05)
     assert not waiting.done() and loaded(models) == {"a"}

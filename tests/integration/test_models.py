@@ -21,7 +21,7 @@ import pytest
 import together
 
 from insieme.config import bundled_model_path
-from tests.conftest import Server, _drain, free_port, stop_server, wait_healthy
+from tests.conftest import Server, free_port, start_real_server, stop_server
 
 pytestmark = pytest.mark.model
 
@@ -58,18 +58,7 @@ max-num-seqs = 2
 [models.broken]
 model = "{broken_file}"
 """)
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "insieme", "serve", "--port", str(port), "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    root = f"http://127.0.0.1:{port}"
-    srv = Server(base_url=f"{root}/v1", root=root, process=process)
-    srv.reader = _drain(process, srv.output)
-    try:
-        wait_healthy(root, process=process)
-    except RuntimeError:
-        process.kill()
-        raise RuntimeError(f"insieme serve did not start:\n{srv.log()}") from None
+    srv = start_real_server("--config", str(config), named=False)
     yield srv
     stop_server(srv)
 
