@@ -10,14 +10,13 @@ from typing import Any
 
 from insieme.admin import add_admin_commands
 from insieme.bench.cli import add_bench_command
+from insieme.catalog import RepeatedModel, add_model_flags, catalog_config
 from insieme.config import (
-    BUNDLED_MODEL_NAME,
     FAULT_INJECTION_ENV,
     MAX_DEFAULT_MODEL_LEN,
     EngineConfig,
     LimitsConfig,
     ServerConfig,
-    bundled_model_path,
 )
 from insieme.config_file import load_config_file
 from insieme.errors import ConfigError, InsiemeError
@@ -38,10 +37,12 @@ def _add_serve(
                    help="a file with the same keys as these flags (flags override it)")
     p.add_argument("--host", default=_SERVER_DEFAULTS.host)
     p.add_argument("--port", type=int, default=_SERVER_DEFAULTS.port)
-    p.add_argument("--model", default=None,
-                   help="a GGUF file (default: the bundled SmolLM2-135M-Instruct Q4_1)")
+    p.add_argument("--model", action=RepeatedModel, default=None,
+                   help="a GGUF file (default: the bundled SmolLM2-135M-Instruct Q4_1); "
+                   "give it again for more models, loaded on demand")
     p.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
-                   help="the first is reported in responses; every name is accepted")
+                   help="the first is reported in responses; every name is accepted (with "
+                   "several --model: one name each)")
     p.add_argument("--api-key", default=os.environ.get("INSIEME_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (also INSIEME_API_KEY)")
     p.add_argument("--max-model-len", type=int, default=None,
@@ -126,6 +127,7 @@ def _add_serve(
                    choices=["text", "json"], help="the request log: key=value text or JSON")
     p.add_argument("--log-prompts", action="store_true",
                    help="put prompt text in the request log (never logged otherwise)")
+    add_model_flags(p)
     p.set_defaults(handler=_serve)
     if file_defaults:
         p.set_defaults(**file_defaults)
@@ -137,14 +139,10 @@ def serve_parser() -> argparse.ArgumentParser:
     return _add_serve(argparse.ArgumentParser(prog="insieme").add_subparsers())
 
 
-def server_config(args: argparse.Namespace) -> ServerConfig:
-    """The serve flags (config file included) as a checked ``ServerConfig``."""
-    model_path = args.model or str(bundled_model_path())
-    names = tuple(args.served_model_name) if args.served_model_name else (
-        (BUNDLED_MODEL_NAME,) if args.model is None else (os.path.basename(model_path),)
-    )
-    engine_config = EngineConfig(
-        model_path=model_path,
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    """The engine flags, every model's settings but its file (``insieme.catalog``)."""
+    return EngineConfig(
+        model_path="",
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
@@ -161,6 +159,11 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         prompt_lookup_max=args.prompt_lookup_max,
         prompt_lookup_min=args.prompt_lookup_min,
     )
+
+
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The serve flags (config file included) as a checked ``ServerConfig``; its model is
+    the first of the catalogue."""
     limits = LimitsConfig(
         max_request_bytes=args.max_request_bytes,
         max_prompt_tokens=args.max_prompt_tokens,
@@ -176,10 +179,11 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     )
     default_max_tokens = args.default_max_tokens or min(
         _SERVER_DEFAULTS.default_max_tokens, args.max_tokens_cap or sys.maxsize)
+    default = catalog_config(args, engine_config(args)).default
     return ServerConfig(
         host=args.host,
         port=args.port,
-        served_model_names=names,
+        served_model_names=default.names,
         api_key=args.api_key or None,
         api_keys_file=args.api_keys_file,
         default_max_tokens=default_max_tokens,
@@ -188,7 +192,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         log_format=args.log_format,
         log_prompts=args.log_prompts,
         shutdown_grace=args.shutdown_grace,
-        engine=engine_config,
+        engine=default.engine,
     )
 
 
@@ -197,30 +201,36 @@ def _serve(args: argparse.Namespace) -> int:
 
     from insieme.api.app import create_app
     from insieme.api.lifecycle import GracefulServer
+    from insieme.api.registry import ModelRegistry
     from insieme.api.requestlog import configure_logging, uvicorn_log_config
     from insieme.engine.base import Engine
     from insieme.engine.factory import create_engine
     from insieme.engine.faults import FaultHeader, FaultInjectingEngine
 
     config = server_config(args)
+    catalog = catalog_config(args, engine_config(args))
     log_writer = configure_logging(config.log_format, args.log_level)
-    engine: Engine = create_engine(config.engine)
-    if os.environ.get(FAULT_INJECTION_ENV) == "1":  # tests only: X-Insieme-Fault
-        engine = FaultInjectingEngine(engine)
-    app = create_app(engine, config)
-    asgi: Any = FaultHeader(app) if isinstance(engine, FaultInjectingEngine) else app
+    faults = os.environ.get(FAULT_INJECTION_ENV) == "1"  # tests only: X-Insieme-Fault
+
+    def build(settings: EngineConfig) -> Engine:
+        engine = create_engine(settings)
+        return FaultInjectingEngine(engine) if faults else engine
+
+    app = create_app(ModelRegistry(catalog, build), config)
+    asgi: Any = FaultHeader(app) if faults else app
     server = GracefulServer(
         uvicorn.Config(asgi, host=config.host, port=config.port, log_level=args.log_level,
                        log_config=uvicorn_log_config(config.log_format), access_log=False,
                        timeout_graceful_shutdown=5),
         app.ctx.lifecycle,
         config.shutdown_grace,
-        engine=app.ctx.engine,
+        engine=app.ctx.models,
     )
     model_path = config.engine.model_path
+    others = f" and {len(catalog.models) - 1} more model(s)" if len(catalog.models) > 1 else ""
     shown_host = f"[{config.host}]" if ":" in config.host else config.host
     print(
-        f"insieme: serving {config.model_id} ({model_path}) on "
+        f"insieme: serving {config.model_id} ({model_path}){others} on "
         f"http://{shown_host}:{config.port}/v1",
         flush=True,
     )

@@ -19,6 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from insieme.catalog import model_tables
 from insieme.errors import ConfigError
 
 # Flags that make no sense in a file.
@@ -34,6 +35,9 @@ def load_config_file(path: str | Path, parser: argparse.ArgumentParser) -> dict[
     actions = {action.dest: action for action in parser._actions if action.option_strings}
     defaults: dict[str, Any] = {}
     for raw_key, value in data.items():
+        if raw_key == "models":  # [models.NAME] tables: insieme.catalog
+            defaults["model_tables"] = model_tables(path, value)
+            continue
         dest = raw_key.replace("-", "_")
         action = actions.get(dest)
         if action is None or dest in _NOT_IN_FILE:
@@ -48,7 +52,7 @@ def _convert(path: str | Path, key: str, value: Any, action: argparse.Action) ->
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false")
         return value
-    if action.nargs in ("+", "*"):
+    if action.nargs in ("+", "*") or getattr(action, "many", False):
         values = value if isinstance(value, list) else [value]
         if action.nargs == "+" and not values:
             raise ConfigError(f"{where} needs at least one value")
@@ -62,6 +66,8 @@ def _scalar(where: str, value: Any, action: argparse.Action) -> Any:
     convert = action.type if callable(action.type) else str
     try:
         converted = convert(value if isinstance(value, str) else str(value))
+    except argparse.ArgumentTypeError as exc:  # a type with its own message
+        raise ConfigError(f"{where} must be {exc}") from exc
     except (TypeError, ValueError) as exc:
         kind = _kind(action)
         raise ConfigError(f"{where} must be {'an' if kind[0] == 'i' else 'a'} {kind}") from exc

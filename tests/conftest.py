@@ -115,12 +115,14 @@ def fake_server() -> Iterator[Server]:
         yield Server(base_url=f"{srv.root}/v1", root=srv.root, engine=engine)
 
 
-def start_real_server(*extra: str, env: dict[str, str] | None = None) -> Server:
+def start_real_server(*extra: str, env: dict[str, str] | None = None,
+                      named: bool = True) -> Server:
+    """`insieme serve` on the bundled model; ``named=False`` leaves out the served names
+    and context (for a config file that gives its own)."""
     port = free_port()
-    cmd = [
-        sys.executable, "-m", "insieme", "serve", "--port", str(port),
-        "--served-model-name", MODEL, SEED_MODEL, "--max-model-len", "1024", *extra,
-    ]
+    cmd = [sys.executable, "-m", "insieme", "serve", "--port", str(port), *(
+        ("--served-model-name", MODEL, SEED_MODEL, "--max-model-len", "1024") if named
+        else ()), *extra]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env={**os.environ, **(env or {})})
     root = f"http://127.0.0.1:{port}"

@@ -1,8 +1,9 @@
 """From a validated request body to a running request: the one path every generation takes.
 
-``chat`` and ``completion`` turn a body into a ``GenerationRequest`` (the model checked, the
-prompt rendered and tokenised by the engine, the output constraint, sampling, the context
-fit) and ``submit`` makes the last checks (every limit of this server's and of the key's),
+``chat`` and ``completion`` turn a body into a ``GenerationRequest`` for the engine of the
+model it names (``insieme.api.routing`` finds and loads it): the prompt rendered and tokenised
+by the engine, the output constraint, sampling, the context fit. ``submit`` makes the last
+checks (every limit of this server's and of the key's),
 reserves the key's tokens, hands the request to the engine and wraps its stream for timing.
 Everything that fails here is refused before a streamed response has begun, in the
 contract's shape; the routes only format what comes back.
@@ -28,7 +29,7 @@ from insieme.config import LimitsConfig, ServerConfig
 from insieme.engine.base import Engine
 from insieme.engine.constraints import Constraint, Regex
 from insieme.engine.types import Capability, GenerationRequest, SamplingParams
-from insieme.errors import InvalidRequestError, ModelNotFoundError
+from insieme.errors import InvalidRequestError
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,41 +43,41 @@ class Admitted:
     prompt_text: str | None = None  # the rendered chat prompt (for echo)
 
 
-async def chat(ctx: AppContext, record: RequestRecord,
-               body: ChatCompletionRequest) -> Admitted:
+async def chat(ctx: AppContext, record: RequestRecord, body: ChatCompletionRequest,
+               engine: Engine) -> Admitted:
+    """``body`` for ``engine``, the engine of the model it names (``insieme.api.routing``)."""
     limits = ctx.config.limits
-    check_model(ctx.config, body.model)
     options = logprobs.options(body)
     stop_strings(body, limits)  # refused before any work is done
     tool_plan = tools.plan(body, limits)
     messages = chat_messages(body.messages, limits)
     check_prompt_size(sum(len(m["content"]) for m in messages), limits,
-                      ctx.engine.info.max_model_len, "messages")
+                      engine.info.max_model_len, "messages")
     constraint = _constraint(body, tool_plan, limits)  # the engine compiles it, off the loop
-    prompt = await ctx.engine.render_chat(messages,
-                                          tools=tool_plan.offered if tool_plan else None)
+    prompt = await engine.render_chat(messages, tools=tool_plan.offered if tool_plan else None)
     requested = body.max_completion_tokens or body.max_tokens
-    tokens, max_tokens = fit_to_context(ctx.engine, ctx.config, body, prompt.tokens, requested)
+    tokens, max_tokens = fit_to_context(engine, ctx.config, body, prompt.tokens, requested)
     echo = bool(body.echo) and not body.stream  # Together's ``prompt`` field, whole responses
-    params = sampling_params(body, max_tokens, n_vocab=ctx.engine.info.n_vocab,
+    params = sampling_params(body, max_tokens, n_vocab=engine.info.n_vocab,
                              constraint=constraint, logprobs=options, echo=echo, limits=limits)
     request_id = _new_id("chatcmpl")
-    stream = await submit(ctx, record, GenerationRequest(request_id, tokens, params, body.n))
+    stream = await submit(ctx, record, GenerationRequest(request_id, tokens, params, body.n),
+                          engine)
     return Admitted(stream, request_id, options, tool_plan, prompt.text)
 
 
-async def completion(ctx: AppContext, record: RequestRecord,
-                     body: CompletionRequest) -> Admitted:
+async def completion(ctx: AppContext, record: RequestRecord, body: CompletionRequest,
+                     engine: Engine) -> Admitted:
     limits = ctx.config.limits
-    check_model(ctx.config, body.model)
     options = logprobs.options(body)
     stop_strings(body, limits)
-    tokens = await _prompt_tokens(ctx, body)
-    tokens, max_tokens = fit_to_context(ctx.engine, ctx.config, body, tokens, body.max_tokens)
-    params = sampling_params(body, max_tokens, n_vocab=ctx.engine.info.n_vocab,
+    tokens = await _prompt_tokens(ctx, body, engine)
+    tokens, max_tokens = fit_to_context(engine, ctx.config, body, tokens, body.max_tokens)
+    params = sampling_params(body, max_tokens, n_vocab=engine.info.n_vocab,
                              logprobs=options, echo=bool(body.echo), limits=limits)
     request_id = _new_id("cmpl")
-    stream = await submit(ctx, record, GenerationRequest(request_id, tokens, params, body.n))
+    stream = await submit(ctx, record, GenerationRequest(request_id, tokens, params, body.n),
+                          engine)
     return Admitted(stream, request_id, options)
 
 
@@ -92,31 +93,32 @@ def _constraint(body: ChatCompletionRequest, tool_plan: tools.ToolPlan | None,
     return structured.response_constraint(body.response_format, limits)
 
 
-async def _prompt_tokens(ctx: AppContext, body: CompletionRequest) -> list[int]:
+async def _prompt_tokens(ctx: AppContext, body: CompletionRequest,
+                         engine: Engine) -> list[int]:
     """The one prompt's tokens (the wire schema allows one: text or ids, maybe in a list)."""
     prompt = body.prompt
     if isinstance(prompt, list) and isinstance(prompt[0], str | list):
         prompt = prompt[0]
     if isinstance(prompt, str):
         # Special token text in it is parsed: the caller wrote the whole prompt.
-        check_prompt_size(len(prompt), ctx.config.limits, ctx.engine.info.max_model_len,
+        check_prompt_size(len(prompt), ctx.config.limits, engine.info.max_model_len,
                           "prompt")
-        return await ctx.engine.tokenize(prompt)
+        return await engine.tokenize(prompt)
     return list(prompt)  # type: ignore[arg-type]  # ids: checked against the vocabulary
 
 
 # -- the last checks, and the engine ---------------------------------------------------------
 
-async def submit(ctx: AppContext, record: RequestRecord,
-                 request: GenerationRequest) -> TrackedStream:
+async def submit(ctx: AppContext, record: RequestRecord, request: GenerationRequest,
+                 engine: Engine) -> TrackedStream:
     """Check ``request`` against the server's limits and the key's tokens per minute, submit
-    it, and return its stream, timed into ``record``."""
-    check_limits(ctx, record, request)
+    it to ``engine``, and return its stream, timed into ``record``."""
+    check_limits(ctx, record, request, engine)
     if record.key is not None:
         record.reservation = ctx.limiter.reserve(record.key, len(request.prompt_tokens),
                                                  request.sampling.max_tokens * request.n)
     try:
-        stream = await ctx.engine.submit(request)
+        stream = await engine.submit(request)
     except BaseException:
         ctx.limiter.settle(record.reservation, 0)
         raise
@@ -126,15 +128,16 @@ async def submit(ctx: AppContext, record: RequestRecord,
     limits = ctx.config.limits
     deadline = None if limits.request_timeout is None else (
         record.arrived + limits.request_timeout)
-    tracked = TrackedStream(stream, record, ctx.metrics, ctx.lifecycle.streams, deadline,
-                            limits.request_timeout)
+    tracked = TrackedStream(stream, record, ctx.metrics.model(record.model),
+                            ctx.lifecycle.streams, deadline, limits.request_timeout)
     record.streams.append(tracked)
     return tracked
 
 
-def check_limits(ctx: AppContext, record: RequestRecord, request: GenerationRequest) -> None:
+def check_limits(ctx: AppContext, record: RequestRecord, request: GenerationRequest,
+                 engine: Engine) -> None:
     limits = ctx.config.limits
-    info = ctx.engine.info
+    info = engine.info
     prompt_tokens = len(request.prompt_tokens)
     param = "messages" if record.path.endswith("/chat/completions") else "prompt"
     # Last line of defence for token ids a client sent: never hand the engine a bad one.
@@ -170,14 +173,6 @@ MAX_LOGIT_BIAS = 1024
 # Characters per token of context a prompt may have before it is tokenised (English runs
 # about 4; a prompt past this could never fit, and tokenising it costs a core).
 PROMPT_CHARS_PER_TOKEN = 16
-
-
-def check_model(config: ServerConfig, model: str) -> None:
-    if model not in config.served_model_names:
-        served = ", ".join(config.served_model_names)
-        raise ModelNotFoundError(
-            f"The model '{model}' does not exist. This server serves: {served}", param="model"
-        )
 
 
 def logit_bias(body: SamplingFields, n_vocab: int) -> tuple[tuple[int, float], ...]:

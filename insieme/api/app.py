@@ -23,6 +23,7 @@ from insieme.api.keys import KeyRing, RateLimiter
 from insieme.api.lifecycle import Lifecycle
 from insieme.api.metrics import Metrics, metrics_endpoint
 from insieme.api.openapi import install_openapi
+from insieme.api.registry import ModelRegistry
 from insieme.api.status import health, list_models
 from insieme.config import ServerConfig
 from insieme.engine.base import Engine
@@ -35,7 +36,7 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 class InsiemeApp:
-    """The whole server as one ASGI app; ``ctx`` holds its engine, metrics and lifecycle."""
+    """The whole server as one ASGI app; ``ctx`` holds its models, metrics and lifecycle."""
 
     def __init__(self, app: FastAPI, ctx: AppContext) -> None:
         self.fastapi = app
@@ -70,15 +71,18 @@ async def _playground(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-def create_app(engine: Engine, config: ServerConfig) -> InsiemeApp:
-    """Build the app around an engine; the engine is started and stopped with the app."""
-    metrics = Metrics(engine, config.model_id)
+def create_app(models: Engine | ModelRegistry, config: ServerConfig) -> InsiemeApp:
+    """Build the app around its models: a registry (``insieme serve``), or one engine that
+    serves ``config.served_model_names``. The models are started and stopped with the app."""
+    if not isinstance(models, ModelRegistry):
+        models = ModelRegistry.single(models, config.served_model_names, config.engine)
+    registry = models
     lifecycle = Lifecycle()
     limiter = RateLimiter()
     ctx = AppContext(
-        engine=engine,
+        models=registry,
         config=config,
-        metrics=metrics,
+        metrics=Metrics(registry),
         keys=KeyRing.from_config(config.api_key, config.api_keys_file),
         limiter=limiter,
         lifecycle=lifecycle,
@@ -87,11 +91,11 @@ def create_app(engine: Engine, config: ServerConfig) -> InsiemeApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await engine.start()
+        await registry.start()
         try:
             yield
         finally:
-            await engine.stop()
+            await registry.stop()
             if ctx.ledger is not None:
                 ctx.ledger.close()
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
-from insieme.api import admission, logprobs, tools
+from insieme.api import admission, logprobs, routing, tools
 from insieme.api.context import AppContext
 from insieme.api.schemas import ChatCompletionRequest
 from insieme.api.streaming import (
-    SSE_HEADERS,
     Collected,
     collect,
     finish_text,
@@ -28,14 +28,23 @@ async def create_chat_completion(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     body = await parse_body(request, ChatCompletionRequest,
                             max_depth=ctx.config.limits.max_json_depth)
-    admitted = await admission.chat(ctx, request.state.record, body)
-    stream, request_id, options = admitted.stream, admitted.request_id, admitted.options
-    echo = bool(body.echo) and not body.stream
-    reply = _Reply(request_id, ctx.config.model_id, body.n, admitted.tool_plan, options)
-    if body.stream:
+    record = request.state.record
+    entry = routing.find_model(ctx, record, body.model, "chat")
+
+    def chunks(admitted: admission.Admitted) -> AsyncIterator[bytes]:
+        reply = _Reply(admitted.request_id, entry.name, body.n, admitted.tool_plan,
+                       admitted.options)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = sse_events(stream, body.n, include_usage, _ChatChunks(reply))
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return sse_events(admitted.stream, body.n, include_usage, _ChatChunks(reply))
+
+    admitted = await routing.generate(
+        ctx, record, entry, body.stream,
+        lambda engine: admission.chat(ctx, record, body, engine), chunks)
+    if isinstance(admitted, Response):
+        return admitted
+    stream, request_id, options = admitted.stream, admitted.request_id, admitted.options
+    echo = bool(body.echo)
+    reply = _Reply(request_id, entry.name, body.n, admitted.tool_plan, options)
     result = await collect(stream, request, body.n)
     prompt: list[dict[str, Any]] = []
     if echo:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
-from insieme.api import admission, logprobs
+from insieme.api import admission, logprobs, routing
 from insieme.api.context import AppContext
 from insieme.api.schemas import CompletionRequest
 from insieme.api.streaming import (
-    SSE_HEADERS,
     Collected,
     collect,
     finish_text,
@@ -29,15 +28,23 @@ async def create_completion(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     body = await parse_body(request, CompletionRequest,
                             max_depth=ctx.config.limits.max_json_depth)
-    admitted = await admission.completion(ctx, request.state.record, body)
-    stream, request_id, options = admitted.stream, admitted.request_id, admitted.options
+    record = request.state.record
+    entry = routing.find_model(ctx, record, body.model, "chat")
     echo = _Echo.of(request, body) if body.echo else None
     objects = _TOGETHER_OBJECTS if _from_together(request) else _OPENAI_OBJECTS
-    reply = _Reply(request_id, ctx.config.model_id, body.n, options, echo, objects)
-    if body.stream:
+
+    def chunks(admitted: admission.Admitted) -> AsyncIterator[bytes]:
+        reply = _Reply(admitted.request_id, entry.name, body.n, admitted.options, echo, objects)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = sse_events(stream, body.n, include_usage, _CompletionChunks(reply))
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        return sse_events(admitted.stream, body.n, include_usage, _CompletionChunks(reply))
+
+    admitted = await routing.generate(
+        ctx, record, entry, body.stream,
+        lambda engine: admission.completion(ctx, record, body, engine), chunks)
+    if isinstance(admitted, Response):
+        return admitted
+    reply = _Reply(admitted.request_id, entry.name, body.n, admitted.options, echo, objects)
+    stream, request_id = admitted.stream, admitted.request_id
     result = await collect(stream, request, body.n)
     return JSONResponse(
         {

@@ -1,4 +1,4 @@
-"""What every route needs: the engine and the server's config, and what watches over them."""
+"""What every route needs: the models and the server's config, and what watches over them."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ from dataclasses import dataclass, field
 from insieme.api.keys import KeyRing, RateLimiter
 from insieme.api.lifecycle import Lifecycle
 from insieme.api.metrics import Metrics
+from insieme.api.registry import ModelRegistry
 from insieme.config import ServerConfig
 from insieme.engine.base import Engine
+from insieme.errors import ServiceUnavailable
 from insieme.ledger import UsageLedger
 
 
 @dataclass(slots=True)
 class AppContext:
-    engine: Engine
+    models: ModelRegistry  # routes get their engine through insieme.api.routing
     config: ServerConfig
     metrics: Metrics
     keys: KeyRing = field(default_factory=lambda: KeyRing([]))
@@ -23,3 +25,11 @@ class AppContext:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     ledger: UsageLedger | None = None  # opened when the app starts
     started_at: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def engine(self) -> Engine:
+        """The default model's engine, if it is loaded (for callers that know one model)."""
+        engine = self.models.default.engine
+        if engine is None:
+            raise ServiceUnavailable(f"the model '{self.models.default.name}' is not loaded")
+        return engine

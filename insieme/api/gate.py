@@ -67,9 +67,13 @@ class Gatekeeper:
                 await self.app(scope, self._receive(record, receive),
                                self._send(record, send))
         finally:
-            for stream in record.streams:
-                # The response is over: nothing the engine still runs for it has a reader.
-                await stream.aclose()
+            try:
+                for stream in record.streams:
+                    # The response is over: nothing the engine still runs for it has a reader.
+                    await stream.aclose()
+            finally:
+                if record.lease is not None:  # its model may be unloaded from now on
+                    await record.lease.release()
             lifecycle.active.discard(record)
             self._settle(record)
 
@@ -138,20 +142,21 @@ class Gatekeeper:
         ctx = self.ctx
         if not record.response_started:
             record.status = 499  # the client left before any answer (nginx's convention)
+        model = record.model or ctx.models.default.name
         try:
             _count(ctx, record)
             if record.completion_id is not None:
                 ctx.limiter.settle(record.reservation,
                                    record.prompt_tokens + record.completion_tokens)
                 if ctx.ledger is not None:
-                    ctx.ledger.record(_usage_entry(record, ctx.config.model_id))
-            log_request(record, ctx.config.model_id, log_prompts=ctx.config.log_prompts)
+                    ctx.ledger.record(_usage_entry(record, model))
+            log_request(record, model, log_prompts=ctx.config.log_prompts)
         except Exception:  # accounting must never break serving
             log.exception("could not account for request %s", record.request_id)
 
 
 def _count(ctx: AppContext, record: RequestRecord) -> None:
-    metrics = ctx.metrics
+    metrics = ctx.metrics.model(record.model)
     error_status = record.error_status or (record.status if record.status >= 400 else None)
     # A client that left is no error of ours, nor is a probe while the model loads.
     if error_status is not None and record.status != 499 and record.path not in QUIET_PATHS:

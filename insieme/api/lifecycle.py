@@ -13,11 +13,11 @@ import asyncio
 import logging
 import signal
 from types import FrameType
+from typing import Protocol
 
 import uvicorn
 
 from insieme.api.tracking import RequestRecord, StreamRegistry
-from insieme.engine.base import Engine
 from insieme.errors import ServiceUnavailable
 
 log = logging.getLogger("insieme.api")
@@ -54,6 +54,14 @@ class Lifecycle:
         return not self.active
 
 
+class Loading(Protocol):
+    """What the server watches as it starts: an engine, or the model registry."""
+
+    async def wait_ready(self) -> None: ...
+
+    def drain(self) -> None: ...
+
+
 class GracefulServer(uvicorn.Server):
     """uvicorn that drains before it closes; ``request_shutdown`` works from any thread.
 
@@ -62,7 +70,7 @@ class GracefulServer(uvicorn.Server):
     """
 
     def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, grace: float,
-                 engine: Engine | None = None) -> None:
+                 engine: Loading | None = None) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
         self.grace = grace
@@ -79,7 +87,7 @@ class GracefulServer(uvicorn.Server):
         if self.engine is not None and not self.should_exit:
             self._watch_task = self._loop.create_task(self._watch_load(self.engine))
 
-    async def _watch_load(self, engine: Engine) -> None:
+    async def _watch_load(self, engine: Loading) -> None:
         try:
             await engine.wait_ready()
         except Exception as exc:

@@ -1,14 +1,14 @@
 """GET /metrics: Prometheus metrics named after vLLM's, under an ``insieme:`` prefix.
 
 Latencies and token counts are measured here, in the API layer, as outputs reach a request;
-the gauges (running, waiting, KV cache) are read from the engine at scrape time. The prefix
+the gauges (running, waiting, KV cache) are read from each loaded engine at scrape time. The prefix
 cache counters are in tokens, as vLLM's are: a request queries all of its prompt tokens and
 hits the ones it found already computed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from insieme.engine.base import Engine
+from insieme.api.registry import ModelRegistry, ModelState
 from insieme.engine.types import EngineStats
 
 # vLLM's buckets, with finer steps at the low end where a small model on a CPU lives.
@@ -31,36 +31,62 @@ QUEUE_BUCKETS = (0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
                  30.0, 60.0, 120.0, 300.0, 600.0)
 
 
-class Metrics:
-    """The server's metrics, in a registry of its own (one per app, so tests can run many)."""
+class ModelMetrics:
+    """One model's latency histograms and counters (its ``model_name`` label bound)."""
 
-    def __init__(self, engine: Engine, model_name: str) -> None:
+    def __init__(self, metrics: Metrics, model_name: str) -> None:
+        self.model_name = model_name
+        self.time_to_first_token: Histogram = metrics._ttft.labels(model_name)
+        self.inter_token_latency: Histogram = metrics._itl.labels(model_name)
+        self.e2e_request_latency: Histogram = metrics._e2e.labels(model_name)
+        self.request_queue_time: Histogram = metrics._queue.labels(model_name)
+        self.prompt_tokens: Counter = metrics._prompt.labels(model_name)
+        self.generation_tokens: Counter = metrics._generation.labels(model_name)
+        self.prefix_cache_queries: Counter = metrics._cache_queries.labels(model_name)
+        self.prefix_cache_hits: Counter = metrics._cache_hits.labels(model_name)
+        self._metrics = metrics
+
+    def request_success(self, finished_reason: str) -> None:
+        self._metrics._success.labels(self.model_name, finished_reason).inc()
+
+    def request_error(self, status: int) -> None:
+        self._metrics._errors.labels(self.model_name, str(status)).inc()
+
+
+class Metrics:
+    """The server's metrics, in a registry of its own (one per app, so tests can run many).
+
+    Every series carries the model's first served name as ``model_name``, as vLLM's do;
+    ``model(name)`` is one model's view. The engine gauges are read from each loaded model's
+    engine at scrape time, the registry's (loaded, in flight, loads) from the registry.
+    """
+
+    def __init__(self, models: ModelRegistry) -> None:
         self.registry = CollectorRegistry()
+        self.models = models
         model = ["model_name"]
 
         def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
-            metric = Histogram(f"insieme:{name}", doc, model, buckets=buckets,
-                               registry=self.registry)
-            return metric.labels(model_name)  # type: ignore[no-any-return]
+            return Histogram(f"insieme:{name}", doc, model, buckets=buckets,
+                             registry=self.registry)
 
         def counter(name: str, doc: str) -> Counter:
-            metric = Counter(f"insieme:{name}", doc, model, registry=self.registry)
-            return metric.labels(model_name)  # type: ignore[no-any-return]
+            return Counter(f"insieme:{name}", doc, model, registry=self.registry)
 
-        self.time_to_first_token = histogram(
+        self._ttft = histogram(
             "time_to_first_token_seconds", "Arrival to the first generated token.", TTFT_BUCKETS)
-        self.inter_token_latency = histogram(
+        self._itl = histogram(
             "inter_token_latency_seconds", "Time between two tokens of one choice.", ITL_BUCKETS)
-        self.e2e_request_latency = histogram(
+        self._e2e = histogram(
             "e2e_request_latency_seconds", "Arrival to the last token of a finished request.",
             E2E_BUCKETS)
-        self.request_queue_time = histogram(
+        self._queue = histogram(
             "request_queue_time_seconds", "Time a request waited for a KV slot.", QUEUE_BUCKETS)
-        self.prompt_tokens = counter("prompt_tokens_total", "Prompt tokens of requests run.")
-        self.generation_tokens = counter("generation_tokens_total", "Tokens generated.")
-        self.prefix_cache_queries = counter(
+        self._prompt = counter("prompt_tokens_total", "Prompt tokens of requests run.")
+        self._generation = counter("generation_tokens_total", "Tokens generated.")
+        self._cache_queries = counter(
             "prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.")
-        self.prefix_cache_hits = counter(
+        self._cache_hits = counter(
             "prefix_cache_hits_total", "Prompt tokens found in the prefix cache.")
         self._success = Counter("insieme:request_success_total",
                                 "Requests that ended, by finish reason (abort: client left).",
@@ -69,56 +95,87 @@ class Metrics:
                                "Requests answered with an error, by HTTP status (for an error "
                                "event inside a stream, the status it stands for).",
                                ["model_name", "status"], registry=self.registry)
-        self._model_name = model_name
-        # The engine's gauges as of the scrape (``refresh`` reads them, asynchronously).
-        self.engine_stats = EngineStats(running=0, waiting=0)
-        self._engine = engine
-        self.registry.register(EngineCollector(self, model_name))
+        self._views: dict[str, ModelMetrics] = {}
+        # Each loaded model's engine gauges as of the scrape (``render`` reads them).
+        self.engine_stats: dict[str, EngineStats] = {}
+        self.registry.register(EngineCollector(self))
+        self.model(models.default.name)  # its series exist before its first request
 
-    def request_success(self, finished_reason: str) -> None:
-        self._success.labels(self._model_name, finished_reason).inc()
-
-    def request_error(self, status: int) -> None:
-        self._errors.labels(self._model_name, str(status)).inc()
+    def model(self, name: str | None = None) -> ModelMetrics:
+        """The view of model ``name`` (a registered model's first name; None: the default)."""
+        name = name or self.models.default.name
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = ModelMetrics(self, name)
+        return view
 
     async def render(self) -> bytes:
-        self.engine_stats = await self._engine.stats()
+        stats = {}
+        for entry in self.models.entries:
+            if entry.engine is not None and entry.state is ModelState.LOADED:
+                stats[entry.name] = await entry.engine.stats()
+        self.engine_stats = stats
         return generate_latest(self.registry)
 
 
 class EngineCollector(Collector):
-    """Gauges from ``Engine.stats()``, read when Prometheus scrapes."""
+    """Gauges from each loaded engine's ``stats()`` and from the model registry."""
 
-    def __init__(self, metrics: Metrics, model_name: str) -> None:
+    def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._model_name = model_name
 
     def collect(self) -> Iterator[Metric]:
-        stats = self._metrics.engine_stats
-        total = stats.kv_cells_total
-        gauges = [
-            ("num_requests_running", "Sequences in the running batch.", stats.running),
-            ("num_requests_waiting", "Requests waiting for a KV slot.", stats.waiting),
+        every = self._metrics.engine_stats
+        gauges: list[tuple[str, str, Callable[[EngineStats], float]]] = [
+            ("num_requests_running", "Sequences in the running batch.", lambda s: s.running),
+            ("num_requests_waiting", "Requests waiting for a KV slot.", lambda s: s.waiting),
             ("kv_cache_usage_perc", "Fraction of KV cache cells in use (1 = full), cached "
-             "prefixes included.", stats.kv_cells_used / total if total else 0.0),
-            ("kv_cache_sequences", "Sequences holding KV cache cells now.", stats.kv_sequences),
-            ("engine_open_requests", "Requests the engine still tracks.", stats.open_requests),
+             "prefixes included.",
+             lambda s: s.kv_cells_used / s.kv_cells_total if s.kv_cells_total else 0.0),
+            ("kv_cache_sequences", "Sequences holding KV cache cells now.",
+             lambda s: s.kv_sequences),
+            ("engine_open_requests", "Requests the engine still tracks.",
+             lambda s: s.open_requests),
         ]
-        for name, doc, value in gauges:
+        for name, doc, read in gauges:
             family = GaugeMetricFamily(f"insieme:{name}", doc, labels=["model_name"])
-            family.add_metric([self._model_name], float(value))
+            for model, stats in every.items():
+                family.add_metric([model], float(read(stats)))
             yield family
-        counters = [
-            ("spec_decode_num_drafts", "Speculative drafts verified.", stats.spec_drafts),
+        counters: list[tuple[str, str, Callable[[EngineStats], float]]] = [
+            ("spec_decode_num_drafts", "Speculative drafts verified.", lambda s: s.spec_drafts),
             ("spec_decode_num_draft_tokens", "Tokens in speculative drafts.",
-             stats.spec_draft_tokens),
+             lambda s: s.spec_draft_tokens),
             ("spec_decode_num_accepted_tokens", "Draft tokens kept (accepted).",
-             stats.spec_accepted_tokens),
+             lambda s: s.spec_accepted_tokens),
         ]
-        for name, doc, value in counters:
+        for name, doc, read in counters:
             counter = CounterMetricFamily(f"insieme:{name}", doc, labels=["model_name"])
-            counter.add_metric([self._model_name], float(value))
+            for model, stats in every.items():
+                counter.add_metric([model], float(read(stats)))
             yield counter
+        yield from self._registry_metrics()
+
+    def _registry_metrics(self) -> Iterator[Metric]:
+        entries = self._metrics.models.entries
+        loaded = GaugeMetricFamily("insieme:model_loaded",
+                                   "1 while the model is loaded, else 0.", labels=["model_name"])
+        in_flight = GaugeMetricFamily("insieme:model_requests_in_flight",
+                                      "Requests holding the model in use.", labels=["model_name"])
+        loads = CounterMetricFamily("insieme:model_loads", "Times the model was loaded.",
+                                    labels=["model_name"])
+        unloads = CounterMetricFamily("insieme:model_unloads", "Times the model was unloaded.",
+                                      labels=["model_name"])
+        failures = CounterMetricFamily("insieme:model_load_failures",
+                                       "Loads of the model that failed.", labels=["model_name"])
+        for entry in entries:
+            labels = [entry.name]
+            loaded.add_metric(labels, float(entry.state is ModelState.LOADED))
+            in_flight.add_metric(labels, float(entry.in_flight))
+            loads.add_metric(labels, float(entry.loads))
+            unloads.add_metric(labels, float(entry.unloads))
+            failures.add_metric(labels, float(entry.load_failures))
+        yield from (loaded, in_flight, loads, unloads, failures)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # collected fresh on every scrape, never at registration

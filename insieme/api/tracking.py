@@ -14,13 +14,17 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from insieme.api.keys import ApiKey, Reservation
-from insieme.api.metrics import Metrics
+from insieme.api.metrics import ModelMetrics
 from insieme.api.streaming import EndedByServer
 from insieme.engine.base import OutputStream
 from insieme.engine.types import FinishReason, StepOutput
 from insieme.errors import APIError, RequestTimeout
+
+if TYPE_CHECKING:
+    from insieme.api.registry import Lease
 
 
 @dataclass(eq=False)
@@ -49,6 +53,8 @@ class RequestRecord:
     reservation: Reservation | None = None  # its tokens held in its key's window
     body: bytearray | None = None  # kept only with --log-prompts
     streams: list[TrackedStream] = field(default_factory=list)  # what it asked the engine for
+    model: str | None = None  # the registered model it named (its first served name)
+    lease: Lease | None = None  # that model held in use until the response ends
     own_id: str = field(default_factory=lambda: f"req-{secrets.token_hex(12)}")
 
     @property
@@ -82,7 +88,7 @@ class TrackedStream:
     error's status.
     """
 
-    def __init__(self, inner: OutputStream, record: RequestRecord, metrics: Metrics,
+    def __init__(self, inner: OutputStream, record: RequestRecord, metrics: ModelMetrics,
                  registry: StreamRegistry, deadline: float | None,
                  timeout: float | None) -> None:
         self._inner = inner
