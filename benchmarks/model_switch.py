@@ -55,7 +55,8 @@ def first_token_seconds(root: str, model: str) -> float:
                       json={"model": model, "messages": PROMPT, "max_tokens": 8,
                             "temperature": 0, "stream": True}) as response:
         response.raise_for_status()
-        for line in response.iter_lines():
+        lines = response.iter_lines()
+        for line in lines:
             if line.startswith("data: {"):
                 chunk = json.loads(line[6:])
                 if chunk.get("error"):
@@ -65,7 +66,7 @@ def first_token_seconds(root: str, model: str) -> float:
                     break
         else:
             raise RuntimeError("no token")
-        for _ in response.iter_lines():  # read it to its end
+        for _ in lines:  # read it to its end
             pass
     return elapsed
 
