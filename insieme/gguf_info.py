@@ -22,6 +22,7 @@ _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: 
             12: "d"}
 _STRING, _ARRAY = 8, 9
 KV_BYTES_PER_VALUE = 2  # llama.cpp's default KV type, f16
+_LONGEST_STRING = 1 << 24  # chat templates run to tens of KB
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ def read_shape(path: str | Path) -> GGUFShape:
                 raise ConfigError(f"{path}: GGUF version {version} is too old")
             values = dict(_entries(f, count))
             size = path.stat().st_size
-    except (OSError, struct.error, UnicodeDecodeError) as exc:
+    except (OSError, struct.error, UnicodeDecodeError, OverflowError, ValueError) as exc:
         raise ConfigError(f"could not read the GGUF header of {path}: {exc}") from exc
     arch = values.get("general.architecture")
 
@@ -92,6 +93,8 @@ def _entries(f: BinaryIO, count: int) -> list[tuple[str, object]]:
 
 def _string(f: BinaryIO) -> str:
     (length,) = struct.unpack("<Q", _read(f, 8))
+    if length > _LONGEST_STRING:  # a corrupt header: never allocate what it claims
+        raise struct.error(f"a header string claims {length} bytes")
     return _read(f, length).decode()
 
 

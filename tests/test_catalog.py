@@ -130,3 +130,7 @@ def test_the_estimate_reads_the_gguf_header(tmp_path: Path) -> None:
     not_gguf.write_bytes(b"GGML" + bytes(64))
     with pytest.raises(ConfigError, match="not a GGUF file"):
         read_shape(not_gguf)
+    corrupt = tmp_path / "corrupt.gguf"  # lengths that claim exabytes
+    corrupt.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    with pytest.raises(ConfigError, match="could not read the GGUF header"):
+        read_shape(corrupt)
