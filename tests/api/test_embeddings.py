@@ -22,6 +22,14 @@ from tests.conftest import MODEL, InProcessServer, Server, read_metrics
 DOCS = ["The cat sat on the mat.", "Paris is the capital of France.", "Bread needs flour."]
 
 
+@pytest.fixture(scope="module")
+def fake_server() -> Iterator[Server]:
+    """One server for the module (these tests change nothing in it)."""
+    engine = FakeEngine()
+    with InProcessServer(engine, ServerConfig()) as srv:
+        yield Server(base_url=f"{srv.root}/v1", root=srv.root, engine=engine)
+
+
 def _post(server: Server, path: str, body: dict) -> httpx.Response:
     return httpx.post(f"{server.base_url}{path}", json=body)
 
