@@ -6,9 +6,10 @@ One client, closed loop: each request embeds ``batch`` short sentences (about 12
 each), the next goes out when the last is answered. Each batch size runs in short rounds
 that alternate between the servers (the order rotating each round); a server's inputs/s
 is its inputs over its summed wall time. Both servers mean-pool the bundled chat model
-(it declares no pooling), normalise, and may put up to 64 inputs / 2048 tokens in one
-decode. Needs benchmarks/build_llama_server.sh; without its binary insieme runs alone.
-Writes benchmarks/out/embeddings.json.
+(it declares no pooling), normalise, and may put up to 64 inputs / 512 tokens in one
+decode (insieme's pooling context for a chat model). Needs
+benchmarks/build_llama_server.sh; without its binary insieme runs alone. Writes
+benchmarks/out/embeddings.json.
 """
 
 from __future__ import annotations
@@ -53,12 +54,12 @@ def commands(model: str, threads: int) -> dict[str, list[str]]:
                     "--log-level", "warning"],
     }
     if binary.exists():
-        # One slot per input of the largest batch in one shared KV pool, every input of a
-        # request in one decode (as insieme's pooling context: 64 inputs, 2048 tokens).
+        # One slot per input of the largest batch in one shared KV pool, up to 64 inputs
+        # and 512 tokens a decode, as insieme's pooling context for a chat model.
         found["llama-server"] = [str(binary), "--port", "{port}", "-m", model, "-a", NAME,
                                  "--embedding", "--pooling", "mean", "-t", str(threads),
                                  "-tb", str(threads), "-np", "64", "-kvu", "-c", "2048",
-                                 "-b", "2048", "-ub", "2048", "--no-webui"]
+                                 "-b", "512", "-ub", "512", "--no-webui"]
     return found
 
 

@@ -24,7 +24,7 @@ def messages() -> list[dict[str, str]]:
     """The conversation to render (with the generation prompt) around the two slots.
 
     The wording is the one of five tried that the bundled 135M model judged best (6 of 10
-    queries with the answer first among 10 passages, mean reciprocal rank 0.76; Qwen3-
+    queries with the answer first among 10 passages, mean reciprocal rank 0.73-0.76; Qwen3-
     Reranker's own instruction and system prompt did worse): a model that small is a weak
     judge whatever it is asked. A larger chat model, or a reranker GGUF
     (rank pooling, see ``insieme.engine.llama.retrieval``), ranks far better.

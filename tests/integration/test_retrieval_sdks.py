@@ -107,3 +107,23 @@ def test_rerank_json_documents_by_field(real_server: Server) -> None:
         return_documents=True)
     assert ranked.results[0].index == 1
     assert DOCUMENTS[1] in _text(ranked.results[0].document)
+
+
+def test_embeddings_beside_a_running_chat(real_server: Server) -> None:
+    """The pooling context runs on its own thread beside the generation context: a greedy
+    chat streamed while embeddings are computed says what it says alone."""
+    client = _openai(real_server)
+    messages = [{"role": "user", "content": "Name three colours."}]
+    alone = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=24,
+                                           temperature=0).choices[0].message.content
+    stream = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=24,
+                                            temperature=0, stream=True)
+    pieces = []
+    for n, chunk in enumerate(stream):
+        if n in (1, 8):  # while it streams
+            embedded = client.embeddings.create(model=MODEL, input=SENTENCES * 8,
+                                                 encoding_format="float")
+            assert len(embedded.data) == 24
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+    assert "".join(pieces) == alone

@@ -76,7 +76,7 @@ class PoolingContext:
         width = self.n_cls_out if self.pooling == RANK else self.n_embd
         out = np.empty((len(sequences), width), dtype=np.float32)
         for start, group in self._groups(sequences):
-            self._decode(group, outputs=None)
+            self._decode(group)
             for seq in range(len(group)):
                 ptr = llama.llama_get_embeddings_seq(self.ctx, seq)
                 if not ptr:
@@ -84,15 +84,17 @@ class PoolingContext:
                 out[start + seq] = np.ctypeslib.as_array(ptr, shape=(width,))
         return out
 
-    def last_logits(self, sequences: list[list[int]], token_ids: list[int]) -> np.ndarray:
-        """The raw next-token logits of ``token_ids`` after each whole sequence."""
+    def last_logits(self, prefix: list[int], sequences: list[list[int]],
+                    token_ids: list[int]) -> np.ndarray:
+        """The raw next-token logits of ``token_ids`` after ``prefix`` + each sequence; the
+        prefix is computed once a decode, its cells shared by every sequence in it (a causal
+        model's KV cache only)."""
         self._set_embeddings(False)
         out = np.empty((len(sequences), len(token_ids)), dtype=np.float32)
         columns = np.asarray(token_ids, dtype=np.intp)
         n_vocab = self.runtime.n_vocab
-        for start, group in self._groups(sequences):
-            rows: list[int] = []
-            self._decode(group, outputs=rows)
+        for start, group in self._groups(sequences, reserve=len(prefix)):
+            rows = self._decode(group, prefix=prefix)
             for k, row in enumerate(rows):
                 ptr = llama.llama_get_logits_ith(self.ctx, row)
                 if not ptr:
@@ -105,13 +107,16 @@ class PoolingContext:
             llama.llama_set_embeddings(self.ctx, on)
             self._embeddings = on
 
-    def _groups(self, sequences: list[list[int]]) -> Iterator[tuple[int, list[list[int]]]]:
-        """Consecutive runs of sequences that fit one decode, with the first one's index."""
+    def _groups(self, sequences: list[list[int]],
+                reserve: int = 0) -> Iterator[tuple[int, list[list[int]]]]:
+        """Consecutive runs of sequences that fit one decode beside ``reserve`` tokens, with
+        the first one's index."""
+        room = self.n_tokens - reserve
         start, group, size = 0, [], 0
         for i, tokens in enumerate(sequences):
-            if not 0 < len(tokens) <= self.n_tokens:
+            if not 0 < len(tokens) <= room:
                 raise ValueError(f"a sequence of {len(tokens)} tokens does not fit")
-            if group and (size + len(tokens) > self.n_tokens or len(group) == self.n_seq_max):
+            if group and (size + len(tokens) > room or len(group) == self.n_seq_max):
                 yield start, group
                 start, group, size = i, [], 0
             group.append(tokens)
@@ -119,22 +124,30 @@ class PoolingContext:
         if group:
             yield start, group
 
-    def _decode(self, group: list[list[int]], *, outputs: list[int] | None) -> None:
-        """One decode of ``group``, sequence k as sequence id k, from a clean cache; with
-        ``outputs`` only each sequence's last row is computed, and its index appended."""
+    def _decode(self, group: list[list[int]], prefix: list[int] | None = None) -> list[int]:
+        """One decode of ``group``, sequence k as sequence id k, from a clean cache. Without
+        ``prefix`` every row is an output (pooling); with one, the prefix's rows belong to
+        every sequence and only each sequence's last row is computed: their indices."""
         if self.memory:
             llama.llama_memory_clear(self.memory, True)
         batch = self._batch
         batch.clear()
+        lasts: list[int] = []
+        offset = 0
+        if prefix is not None:
+            every = list(range(len(group)))
+            for pos, token in enumerate(prefix):
+                batch.add(token, pos, every, False)
+            offset = len(prefix)
         for seq, tokens in enumerate(group):
             last = len(tokens) - 1
             for pos, token in enumerate(tokens):
-                row = batch.add(token, pos, [seq], outputs is None or pos == last)
-            if outputs is not None:
-                outputs.append(row)
+                row = batch.add(token, offset + pos, [seq], prefix is None or pos == last)
+            lasts.append(row)
         status = int(llama.llama_decode(self.ctx, batch.native()))
         if status != 0:
             raise EngineError(f"llama_decode failed with status {status} (embeddings)")
+        return lasts
 
     def close(self) -> None:
         self._batch.close()

@@ -33,6 +33,10 @@ from insieme.engine.types import Capability, Embedded, Scored
 from insieme.errors import InvalidRequestError, QueueFullError
 
 MAX_POOL_TOKENS = 2048  # the longest input, and the most tokens pooled in one decode
+# A generative model's pooling context also computes logits for every token (llama.cpp
+# outputs all rows when pooling): n_vocab floats a token, 100 MB for the bundled model's
+# 49k vocabulary at 512 tokens, and as much again of compute buffer.
+MAX_POOL_TOKENS_GENERATIVE = 512
 MAX_POOL_SEQS = 64  # the most inputs in one decode
 
 T = TypeVar("T")
@@ -56,7 +60,8 @@ class Retrieval:
         self.template = template
         self.generative = pooling is None or pooling == NONE
         self.pooling = MEAN if self.generative else int(pooling)  # type: ignore[arg-type]
-        self.max_len = min(max_len, MAX_POOL_TOKENS)
+        self.max_len = min(max_len, MAX_POOL_TOKENS_GENERATIVE if self.generative
+                           else MAX_POOL_TOKENS)
         self._n_threads = n_threads
         self._max_queue = max_queue
         vocab = runtime.vocab
@@ -175,7 +180,8 @@ class Retrieval:
             scores = (1.0 / (1.0 + np.exp(-rows)) if ctx.n_cls_out == 1 else rows).tolist()
         else:
             yes, no = len(self._yes), len(self._no)
-            logits = ctx.last_logits(sequences, self._yes + self._no).astype(np.float64)
+            suffixes = [tokens[len(fixed):] for tokens in sequences]
+            logits = ctx.last_logits(fixed, suffixes, self._yes + self._no).astype(np.float64)
             scores = [judge.relevance(judge.logsumexp(row[:yes].tolist()),
                                       judge.logsumexp(row[yes:yes + no].tolist()))
                       for row in logits]
