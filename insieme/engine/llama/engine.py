@@ -255,7 +255,7 @@ class LlamaEngine:
         self._require()
         if self._retrieval is None or capability not in self.info.capabilities:
             raise InvalidRequestError(f"the model {self.info.name} does not do {capability}",
-                                      param="model", code="unsupported_model")
+                                      param="model", code="model_not_supported")
         return self._retrieval
 
     def _inject_fault(self, request_id: str, after_tokens: int, *, fatal: bool = False) -> None:
