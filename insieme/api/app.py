@@ -18,12 +18,14 @@ from starlette.types import Receive, Scope, Send
 from insieme.api.chat import create_chat_completion
 from insieme.api.completions import create_completion
 from insieme.api.context import AppContext
+from insieme.api.embeddings import create_embeddings
 from insieme.api.gate import Gatekeeper
 from insieme.api.keys import KeyRing, RateLimiter
 from insieme.api.lifecycle import Lifecycle
 from insieme.api.metrics import Metrics, metrics_endpoint
 from insieme.api.openapi import install_openapi
 from insieme.api.registry import ModelRegistry
+from insieme.api.rerank import create_rerank
 from insieme.api.status import health, list_models
 from insieme.config import ServerConfig
 from insieme.engine.base import Engine
@@ -134,6 +136,8 @@ def create_app(models: Engine | ModelRegistry, config: ServerConfig) -> InsiemeA
 
     app.add_api_route("/v1/chat/completions", create_chat_completion, methods=["POST"])
     app.add_api_route("/v1/completions", create_completion, methods=["POST"])
+    app.add_api_route("/v1/embeddings", create_embeddings, methods=["POST"])
+    app.add_api_route("/v1/rerank", create_rerank, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)

@@ -34,7 +34,10 @@ log = logging.getLogger("insieme.api")
 PUBLIC_PATHS = frozenset({"/health", "/", "/openapi.json", "/docs", "/metrics"})
 PUBLIC_PREFIXES = ("/static/",)
 # Requests that count against a key's requests per minute.
-GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                              "/v1/rerank"})
+# Requests whose prompts go through the prefix cache.
+CACHED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
@@ -165,8 +168,9 @@ def _count(ctx: AppContext, record: RequestRecord) -> None:
         return
     metrics.prompt_tokens.inc(record.prompt_tokens)
     metrics.generation_tokens.inc(record.completion_tokens)
-    metrics.prefix_cache_queries.inc(record.prompt_tokens)
-    metrics.prefix_cache_hits.inc(record.cached_tokens)
+    if record.path in CACHED_PATHS:
+        metrics.prefix_cache_queries.inc(record.prompt_tokens)
+        metrics.prefix_cache_hits.inc(record.cached_tokens)
     if record.queue_seconds is not None:
         metrics.request_queue_time.observe(record.queue_seconds)
     if record.error_status is None and record.finish_reasons:

@@ -15,6 +15,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
+from insieme.api.embeddings import EmbeddingRequest
+from insieme.api.rerank import RerankRequest
 from insieme.api.schemas import ChatCompletionRequest, CompletionRequest
 
 REF = "#/components/schemas/{model}"
@@ -124,6 +126,38 @@ class ModelList(_Out):
     data: list[ModelCard]
 
 
+class EmbeddingUsage(_Out):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class Embedding(_Out):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str  # floats, or base64 of little-endian float32
+
+
+class EmbeddingList(_Out):
+    object: Literal["list"]
+    model: str
+    data: list[Embedding]
+    usage: EmbeddingUsage
+
+
+class RerankResult(_Out):
+    index: int
+    relevance_score: float
+    document: dict[str, str] | None = None  # {"text": ...}, with return_documents
+
+
+class Rerank(_Out):
+    object: Literal["rerank"]
+    id: str
+    model: str
+    results: list[RerankResult]  # most relevant first
+    usage: Usage
+
+
 class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -148,7 +182,8 @@ class Health(_Out):
 
 _MODELS: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest, ChatCompletion,
                                   ChatCompletionChunk, Completion, CompletionChunk, ModelCard,
-                                  ModelList, ErrorBody, Health]
+                                  ModelList, ErrorBody, Health, EmbeddingRequest, EmbeddingList,
+                                  RerankRequest, Rerank]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -191,10 +226,22 @@ def _generation(request: type[BaseModel], response: type[BaseModel],
     }
 
 
+def _plain(request: type[BaseModel], response: type[BaseModel], what: str) -> dict[str, Any]:
+    return {
+        "requestBody": {"required": True, "content": _json(_ref(request))},
+        "responses": {"200": {"description": what, "content": _json(_ref(response))},
+                      **_ERRORS},
+    }
+
+
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/chat/completions"): _generation(ChatCompletionRequest, ChatCompletion,
                                                   ChatCompletionChunk),
     ("post", "/v1/completions"): _generation(CompletionRequest, Completion, CompletionChunk),
+    ("post", "/v1/embeddings"): _plain(EmbeddingRequest, EmbeddingList,
+                                       "A vector per input, in the inputs' order."),
+    ("post", "/v1/rerank"): _plain(RerankRequest, Rerank,
+                                   "Each document's relevance, most relevant first."),
     ("get", "/v1/models"): {"responses": {
         "200": {"description": "The served models: a bare list for Together's SDKs "
                                "(User-Agent: Together...), else an OpenAI list object.",

@@ -38,7 +38,9 @@ def find_model(ctx: AppContext, record: RequestRecord, name: str, task: str) -> 
     assert task in TASK_TYPES
     entry = ctx.models.find(name)
     record.model = entry.name
-    if entry.spec.task != task:
+    # A chat model also embeds (pooled) and reranks (a yes/no judgement), where its engine
+    # can; a model registered to embed or to rerank does only that.
+    if entry.spec.task != task and entry.spec.task != "chat":
         raise InvalidRequestError(
             f"the model '{name}' serves {_WHAT[entry.spec.task]}, not {_WHAT[task]}",
             param="model", code="model_not_supported")

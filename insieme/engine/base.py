@@ -9,10 +9,12 @@ from typing import Any, Protocol
 
 from insieme.engine.types import (
     ChatPrompt,
+    Embedded,
     EngineState,
     EngineStats,
     GenerationRequest,
     ModelInfo,
+    Scored,
     StepOutput,
 )
 
@@ -74,5 +76,19 @@ class Engine(Protocol):
         ...
 
     async def submit(self, request: GenerationRequest) -> OutputStream: ...
+
+    async def embed(self, inputs: list[str | list[int]], *,
+                    truncate: int | None = None) -> Embedded:
+        """A vector per input (text, tokenised as the model expects, or token ids), pooled
+        and normalised as the model expects. An input longer than the model takes raises
+        ``InvalidRequestError`` (param ``input``), unless ``truncate`` keeps only its last
+        ``truncate`` tokens (-1: as many as the model takes). Only with
+        ``Capability.EMBEDDINGS``; ``QueueFullError`` when too much waits already."""
+        ...
+
+    async def rerank(self, query: str, documents: list[str]) -> Scored:
+        """How relevant each document is to ``query``; a document too long to score with
+        the query is cut at its end. Only with ``Capability.RERANK``."""
+        ...
 
     async def stats(self) -> EngineStats: ...

@@ -9,6 +9,8 @@ whole HTTP surface can be exercised in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import random
 import re
 import time
@@ -23,12 +25,14 @@ from insieme.engine.text import StopMatcher
 from insieme.engine.types import (
     Capability,
     ChatPrompt,
+    Embedded,
     EngineState,
     EngineStats,
     FinishReason,
     GenerationRequest,
     ModelInfo,
     PromptToken,
+    Scored,
     StepOutput,
     TokenInfo,
     TopLogprob,
@@ -38,10 +42,13 @@ from insieme.errors import ConfigError, InvalidRequestError, QueueFullError, Ser
 # It cannot enforce a constraint; API tests of constraint plumbing pass ``ALL_CAPABILITIES``
 # (the reply stays scripted: such tests check what reaches the engine, not the output).
 DEFAULT_CAPABILITIES = frozenset({Capability.TOOLS, Capability.LOGPROBS,
-                                  Capability.PROMPT_LOGPROBS})
+                                  Capability.PROMPT_LOGPROBS, Capability.EMBEDDINGS,
+                                  Capability.RERANK})
 ALL_CAPABILITIES = frozenset(Capability)
 DEFAULT_REPLY = "Hello! I am a scripted fake model. Ask me anything, and I will say this again."
 _PIECES = re.compile(r"\s*\S+|\s+")
+_WORDS = re.compile(r"\w+")
+EMBEDDING_SIZE = 64
 
 
 class FakeEngine:
@@ -68,7 +75,7 @@ class FakeEngine:
         self._template = ChatTemplate(None)
         self.info = ModelInfo(name="scripted fake engine", max_model_len=max_model_len,
                               n_vocab=0x110000, max_num_seqs=max_running,
-                              capabilities=capabilities)
+                              capabilities=capabilities, embedding_size=EMBEDDING_SIZE)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots: asyncio.Semaphore | None = None
         self.aborted: list[str] = []
@@ -125,13 +132,46 @@ class FakeEngine:
                            kv_sequences=min(running, self.max_running),
                            open_requests=running)
 
-    async def submit(self, request: GenerationRequest) -> RequestStream:
+    async def embed(self, inputs: list[str | list[int]], *,
+                    truncate: int | None = None) -> Embedded:
+        """Each input's words hashed into a unit vector: texts sharing words are close."""
+        self._check_ready()
+        limit = self.info.max_model_len
+        vectors, tokens = [], 0
+        for i, value in enumerate(inputs):
+            text = value if isinstance(value, str) else self.detokenize(value)
+            if len(text) > limit:
+                if truncate is None:
+                    raise InvalidRequestError(
+                        f"input {i} has {len(text)} tokens; this model embeds at most {limit}",
+                        param="input", code="context_length_exceeded")
+                text = text[len(text) - (limit if truncate == -1 else truncate):]
+            vector = [0.0] * EMBEDDING_SIZE
+            for word in _words(text):
+                vector[int(hashlib.sha256(word.encode()).hexdigest(), 16) % EMBEDDING_SIZE] += 1
+            norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+            vectors.append([x / norm for x in vector])
+            tokens += len(text)
+        return Embedded(vectors, tokens)
+
+    async def rerank(self, query: str, documents: list[str]) -> Scored:
+        """The share of the query's words each document holds (a document cut to fit)."""
+        self._check_ready()
+        wanted = set(_words(query))
+        cut = [d[: max(0, self.info.max_model_len - len(query))] for d in documents]
+        scores = [len(wanted & set(_words(d))) / len(wanted) if wanted else 0.0 for d in cut]
+        return Scored(scores, sum(len(query) + len(d) for d in cut))
+
+    def _check_ready(self) -> None:
         if self.state is EngineState.FAILED:
             raise ServiceUnavailable(self.failure or "the engine failed", code="engine_failed")
         if self.state is not EngineState.READY:
             raise ServiceUnavailable(f"the engine is {self.state.value}",
                                      code="shutting_down" if self.state in (
                                          EngineState.DRAINING, EngineState.STOPPED) else None)
+
+    async def submit(self, request: GenerationRequest) -> RequestStream:
+        self._check_ready()
         if request.n > self.max_running:
             raise InvalidRequestError(
                 f"n is {request.n}, but this server decodes at most {self.max_running} "
@@ -245,3 +285,7 @@ class FakeEngine:
             completion_tokens=produced,
             queue_seconds=self._queue_seconds.get(request.request_id),
         )
+
+
+def _words(text: str) -> list[str]:
+    return [word.lower() for word in _WORDS.findall(text)]

@@ -22,11 +22,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from insieme.engine.base import Engine, OutputStream
 from insieme.engine.types import (
     ChatPrompt,
+    Embedded,
     EngineState,
     EngineStats,
     FinishReason,
     GenerationRequest,
     ModelInfo,
+    Scored,
     StepOutput,
 )
 
@@ -113,6 +115,13 @@ class FaultInjectingEngine:
 
     async def stats(self) -> EngineStats:
         return await self.inner.stats()
+
+    async def embed(self, inputs: list[str | list[int]], *,
+                    truncate: int | None = None) -> Embedded:
+        return await self.inner.embed(inputs, truncate=truncate)
+
+    async def rerank(self, query: str, documents: list[str]) -> Scored:
+        return await self.inner.rerank(query, documents)
 
     async def submit(self, request: GenerationRequest) -> OutputStream:
         fault = _CURRENT.get()

@@ -150,7 +150,8 @@ class Capability(enum.StrEnum):
     PROMPT_LOGPROBS = "prompt_logprobs"  # echo with the prompt scored
     CONSTRAINTS = "constraints"  # JSON schema, JSON object, choice, tool-call constraints
     REGEX = "regex"  # the Regex constraint
-    EMBEDDINGS = "embeddings"
+    EMBEDDINGS = "embeddings"  # a vector per input (``Engine.embed``)
+    RERANK = "rerank"  # a relevance score per document for a query (``Engine.rerank``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,24 @@ class ModelInfo:
     n_vocab: int
     max_num_seqs: int  # sequences it decodes at once: the largest ``n``
     capabilities: frozenset[Capability] = frozenset()
+    embedding_size: int = 0  # the length of ``embed``'s vectors; 0 without EMBEDDINGS
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """``Engine.embed``'s answer: one vector per input, in order, and the tokens they took."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """``Engine.rerank``'s answer: each document's relevance to the query, between 0 and 1
+    (higher is more relevant), in the documents' order, and the tokens it took."""
+
+    scores: list[float]
+    prompt_tokens: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,8 @@ def contract_error_body(ctx: Any, response: Any, case: Any) -> bool | None:
 schema = schemathesis.openapi.from_dict(_document())
 
 
-@schema.include(path_regex="^/v1/(chat/completions|completions|models)$").parametrize()
+@schema.include(
+    path_regex="^/v1/(chat/completions|completions|models|embeddings|rerank)$").parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_api_holds_its_contract(root: str, case: Any) -> None:

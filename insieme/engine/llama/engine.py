@@ -13,17 +13,21 @@ from insieme.engine import tool_prompt
 from insieme.engine.chat_template import ChatTemplate
 from insieme.engine.llama.core import EngineCore
 from insieme.engine.llama.grammar import compile_constraint
+from insieme.engine.llama.pooling import model_pooling
+from insieme.engine.llama.retrieval import Retrieval
 from insieme.engine.llama.runtime import ContextShape, LlamaRuntime
 from insieme.engine.llama.speculation import SpeculationConfig
 from insieme.engine.stream import RequestStream
 from insieme.engine.types import (
     Capability,
     ChatPrompt,
+    Embedded,
     EngineState,
     EngineStats,
     FinishReason,
     GenerationRequest,
     ModelInfo,
+    Scored,
     StepOutput,
 )
 from insieme.errors import ConfigError, InvalidRequestError, QueueFullError, ServiceUnavailable
@@ -101,6 +105,7 @@ class LlamaEngine:
         self._runtime: LlamaRuntime | None = None
         self._core: EngineCore | None = None
         self._template: ChatTemplate | None = None
+        self._retrieval: Retrieval | None = None  # embeddings and rerank, on their own thread
         self._streams: dict[str, RequestStream] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._load_task: asyncio.Task[None] | None = None
@@ -122,7 +127,7 @@ class LlamaEngine:
 
     async def _load(self) -> None:
         try:
-            runtime, info, template = await asyncio.to_thread(self._load_blocking)
+            runtime, info, template, retrieval = await asyncio.to_thread(self._load_blocking)
         except Exception as exc:
             self.state = EngineState.FAILED
             self.failure = f"could not load {self.config.model_path}: {exc}"
@@ -131,6 +136,7 @@ class LlamaEngine:
         self._runtime = runtime
         self.info = info
         self._template = template
+        self._retrieval = retrieval
         core = EngineCore(
             runtime,
             max_num_seqs=self.config.max_num_seqs,
@@ -150,7 +156,7 @@ class LlamaEngine:
         self._core = core
         self.state = EngineState.READY
 
-    def _load_blocking(self) -> tuple[LlamaRuntime, ModelInfo, ChatTemplate]:
+    def _load_blocking(self) -> tuple[LlamaRuntime, ModelInfo, ChatTemplate, Retrieval]:
         config = self.config
         runtime = LlamaRuntime(config.model_path, lambda n_train: context_shape(config, n_train))
         max_model_len = max_model_len_for(config, runtime.n_ctx_train)
@@ -160,14 +166,19 @@ class LlamaEngine:
             bos_token=runtime.token_text(runtime.bos_id) if runtime.bos_id >= 0 else "",
             eos_token=runtime.token_text(int(eos_id)) if eos_id else "",
             special_texts=runtime.control_texts)
+        max_model_len = min(max_model_len, runtime.n_ctx_seq)
+        retrieval = Retrieval(runtime, template, pooling=model_pooling(runtime),
+                              max_len=max_model_len, n_threads=config.threads,
+                              max_queue=config.max_queue)
         info = ModelInfo(
             name=runtime.meta("general.name") or os.path.basename(config.model_path),
-            max_model_len=min(max_model_len, runtime.n_ctx_seq),
+            max_model_len=max_model_len,
             n_vocab=runtime.n_vocab,
             max_num_seqs=config.max_num_seqs,
-            capabilities=CAPABILITIES,
+            capabilities=CAPABILITIES | retrieval.capabilities,
+            embedding_size=retrieval.embedding_size,
         )
-        return runtime, info, template
+        return runtime, info, template, retrieval
 
     def drain(self) -> None:
         if self.state in (EngineState.LOADING, EngineState.READY):
@@ -181,6 +192,9 @@ class LlamaEngine:
         if self._core is not None:
             core, self._core = self._core, None
             await asyncio.to_thread(core.stop)
+        if self._retrieval is not None:
+            retrieval, self._retrieval = self._retrieval, None
+            await asyncio.to_thread(retrieval.close)
         if self._runtime is not None:
             self._runtime.close()
             self._runtime = None
@@ -229,6 +243,20 @@ class LlamaEngine:
         self._streams[request.request_id] = stream
         core.add(request, grammar)
         return stream
+
+    async def embed(self, inputs: list[str | list[int]], *,
+                    truncate: int | None = None) -> Embedded:
+        return await self._retrieval_for(Capability.EMBEDDINGS).embed(inputs, truncate)
+
+    async def rerank(self, query: str, documents: list[str]) -> Scored:
+        return await self._retrieval_for(Capability.RERANK).rerank(query, documents)
+
+    def _retrieval_for(self, capability: Capability) -> Retrieval:
+        self._require()
+        if self._retrieval is None or capability not in self.info.capabilities:
+            raise InvalidRequestError(f"the model {self.info.name} does not do {capability}",
+                                      param="model", code="model_not_supported")
+        return self._retrieval
 
     def _inject_fault(self, request_id: str, after_tokens: int, *, fatal: bool = False) -> None:
         """The hook ``insieme.engine.faults`` uses (tests only): fail the request in the
