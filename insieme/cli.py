@@ -10,6 +10,7 @@ from typing import Any
 
 from insieme.admin import add_admin_commands
 from insieme.bench.cli import add_bench_command
+from insieme.cli_vllm import add_convert_command, add_engine_arguments, engine_kwargs
 from insieme.config import (
     BUNDLED_MODEL_NAME,
     FAULT_INJECTION_ENV,
@@ -39,9 +40,11 @@ def _add_serve(
     p.add_argument("--host", default=_SERVER_DEFAULTS.host)
     p.add_argument("--port", type=int, default=_SERVER_DEFAULTS.port)
     p.add_argument("--model", default=None,
-                   help="a GGUF file (default: the bundled SmolLM2-135M-Instruct Q4_1)")
+                   help="a GGUF file (default: the bundled SmolLM2-135M-Instruct Q4_1); with "
+                   "--engine vllm a Hugging Face folder or hub id")
     p.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
                    help="the first is reported in responses; every name is accepted")
+    add_engine_arguments(p)
     p.add_argument("--api-key", default=os.environ.get("INSIEME_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (also INSIEME_API_KEY)")
     p.add_argument("--max-model-len", type=int, default=None,
@@ -160,6 +163,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         num_speculative_tokens=args.num_speculative_tokens,
         prompt_lookup_max=args.prompt_lookup_max,
         prompt_lookup_min=args.prompt_lookup_min,
+        **engine_kwargs(args),
     )
     limits = LimitsConfig(
         max_request_bytes=args.max_request_bytes,
@@ -243,6 +247,7 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
     add_bench_command(sub)
     add_chat_command(sub)
     add_admin_commands(sub)
+    add_convert_command(sub)
     return parser
 
 
