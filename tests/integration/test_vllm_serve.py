@@ -21,7 +21,7 @@ pytestmark = pytest.mark.vllm
 def vllm_server() -> Iterator[Server]:
     require_vllm()
     server = start_real_server("--engine", "vllm", "--model", str(converted_model()),
-                               "--enforce-eager", "--max-num-seqs", "16",
+                               "--enforce-eager", "--max-num-seqs", "16", "--default-max-tokens", "64",
                                env=vllm_environment(), timeout=300)
     yield server
     stop_server(server)

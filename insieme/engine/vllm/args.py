@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from insieme.config import EngineConfig, VllmConfig
+from insieme.config import MAX_DEFAULT_MODEL_LEN, EngineConfig, VllmConfig
 
 
-def engine_arguments(config: EngineConfig, *, on_cpu: bool) -> dict[str, Any]:
-    """The keyword arguments of vLLM's ``AsyncEngineArgs`` for ``config``."""
+def engine_arguments(config: EngineConfig, *, on_cpu: bool,
+                     model_len: int | None = None) -> dict[str, Any]:
+    """The keyword arguments of vLLM's ``AsyncEngineArgs`` for ``config`` (``model_len``:
+    the model's own context, which a CPU engine needs)."""
     flags = config.vllm or VllmConfig()
     dtype = flags.dtype
     if dtype == "auto" and on_cpu:
@@ -33,6 +35,15 @@ def engine_arguments(config: EngineConfig, *, on_cpu: bool) -> dict[str, Any]:
         "max_logprobs": 20,  # Together's and OpenAI's most
         "disable_log_stats": True,  # insieme's own stat logger reads the counters
     }
+    if on_cpu:
+        # vLLM 0.32's CPU worker dies ("CPU Generator does not use offset") when a seeded
+        # request's prompt is split across steps: feed every prompt whole instead, which
+        # needs a step to hold the longest one.
+        max_model_len = config.max_model_len or min(model_len or MAX_DEFAULT_MODEL_LEN,
+                                                    MAX_DEFAULT_MODEL_LEN)
+        kwargs.update(enable_chunked_prefill=False, max_model_len=max_model_len,
+                      max_num_batched_tokens=max(kwargs["max_num_batched_tokens"],
+                                                 max_model_len))
     if flags.gpu_memory_utilization is not None:
         kwargs["gpu_memory_utilization"] = flags.gpu_memory_utilization
     return kwargs

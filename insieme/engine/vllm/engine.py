@@ -87,9 +87,11 @@ class VllmEngine:
         platforms = require("vllm.platforms")
         transformers = require("transformers")
         apply_environment(self.config)
-        arguments = engine_arguments(self.config,
-                                     on_cpu=platforms.current_platform.is_cpu())
         tokenizer = transformers.AutoTokenizer.from_pretrained(self.config.model_path)
+        model_config = transformers.AutoConfig.from_pretrained(self.config.model_path)
+        arguments = engine_arguments(
+            self.config, on_cpu=platforms.current_platform.is_cpu(),
+            model_len=getattr(model_config, "max_position_embeddings", None))
         llm = async_llm.AsyncLLM.from_engine_args(
             arg_utils.AsyncEngineArgs(**arguments),
             stat_loggers=[stat_logger_factory(self._counters)])
