@@ -1,7 +1,7 @@
 """`insieme serve --engine vllm` on the bundled model (converted), as users meet it: the
 seed's three snippets, the SDKs' strict structured output, tool calls forced by the same
-constraint, logprobs in both dialects and prefix caching, each through the same test the
-llama.cpp server passes. One server for the module: vLLM starts slowly on a CPU."""
+constraint, logprobs in both dialects, role injection and prefix caching, each through the
+same test the llama.cpp server passes. One server for the module: vLLM starts slowly on a CPU."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ import pytest
 
 from tests.conftest import MODEL, Server, start_real_server, stop_server
 from tests.engine.vllm.model import converted_model, require_vllm, vllm_environment
-from tests.integration import test_logprobs, test_seed, test_structured_output, test_tool_calls
+from tests.integration import (
+    test_logprobs,
+    test_role_injection,
+    test_seed,
+    test_structured_output,
+    test_tool_calls,
+)
 
 pytestmark = pytest.mark.vllm
 
@@ -75,6 +81,11 @@ def test_echo_scores_the_prompt(vllm_server: Server) -> None:
 
 def test_logit_bias_moves_the_choice(vllm_server: Server) -> None:
     test_logprobs.test_logit_bias_moves_the_choice(vllm_server)
+
+
+def test_special_token_text_in_a_message_stays_text(vllm_server: Server) -> None:
+    test_role_injection.test_injected_markers_are_counted_as_text(vllm_server)
+    test_role_injection.test_the_prompt_has_only_the_templates_own_turns(vllm_server)
 
 
 def test_a_repeated_prompt_reports_cached_tokens(vllm_server: Server) -> None:

@@ -22,6 +22,7 @@ from insieme.engine.types import (
     EngineStats,
     GenerationRequest,
     ModelInfo,
+    require_serving,
 )
 from insieme.engine.vllm.args import apply_environment, engine_arguments
 from insieme.engine.vllm.choices import ChoiceRun, start_choices
@@ -125,11 +126,8 @@ class VllmEngine:
     # -- requests -------------------------------------------------------------------------
 
     def _require(self) -> tuple[Any, Tokens]:
-        if self.state is EngineState.FAILED:
-            raise ServiceUnavailable(self.failure or "the engine failed", code="engine_failed")
-        if self.state is EngineState.DRAINING or self.state is EngineState.STOPPED:
-            raise ServiceUnavailable("the engine is shutting down", code="shutting_down")
-        if self._llm is None or self._tokens is None or self.state is not EngineState.READY:
+        require_serving(self.state, self.failure)
+        if self._llm is None or self._tokens is None:
             raise ServiceUnavailable("the model is still loading; retry shortly")
         return self._llm, self._tokens
 
