@@ -25,6 +25,7 @@ import argparse
 import os
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from insieme.config import BUNDLED_MODEL_NAME, EngineConfig, bundled_model_path
@@ -278,8 +279,15 @@ def catalog_config(args: argparse.Namespace, engine: EngineConfig) -> CatalogCon
 def _spec(names: tuple[str, ...], config: EngineConfig, **kwargs: Any) -> ModelSpec:
     try:
         shape = read_shape(config.model_path)
-    except ConfigError:  # not readable as GGUF: loading it will say why, when asked
-        return ModelSpec(names, config, memory_bytes=os.path.getsize(config.model_path),
-                         **kwargs)
+    except ConfigError:  # not GGUF (a vLLM folder or hub id, or broken): the files' size
+        return ModelSpec(names, config, memory_bytes=_files_size(config.model_path), **kwargs)
     return ModelSpec(names, config, memory_bytes=estimate_bytes(config, shape),
                      context_length=context_length(config, shape), **kwargs)
+
+
+def _files_size(path: str) -> int:
+    """Bytes of a model file, or of every file in a model folder; 0 for a hub id."""
+    where = Path(path)
+    if where.is_dir():
+        return sum(f.stat().st_size for f in where.rglob("*") if f.is_file())
+    return where.stat().st_size if where.is_file() else 0

@@ -11,6 +11,7 @@ from typing import Any
 from insieme.admin import add_admin_commands
 from insieme.bench.cli import add_bench_command
 from insieme.catalog import RepeatedModel, add_model_flags, catalog_config
+from insieme.cli_vllm import add_convert_command, add_engine_arguments, engine_kwargs
 from insieme.config import (
     FAULT_INJECTION_ENV,
     MAX_DEFAULT_MODEL_LEN,
@@ -38,11 +39,13 @@ def _add_serve(
     p.add_argument("--host", default=_SERVER_DEFAULTS.host)
     p.add_argument("--port", type=int, default=_SERVER_DEFAULTS.port)
     p.add_argument("--model", action=RepeatedModel, default=None,
-                   help="a GGUF file (default: the bundled SmolLM2-135M-Instruct Q4_1); "
-                   "give it again for more models, loaded on demand")
+                   help="a GGUF file (default: the bundled SmolLM2-135M-Instruct Q4_1; with "
+                   "--engine vllm a Hugging Face folder or hub id); give it again for more "
+                   "models, loaded on demand")
     p.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
                    help="the first is reported in responses; every name is accepted (with "
                    "several --model: one name each)")
+    add_engine_arguments(p)
     p.add_argument("--api-key", default=os.environ.get("INSIEME_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (also INSIEME_API_KEY)")
     p.add_argument("--max-model-len", type=int, default=None,
@@ -158,6 +161,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         num_speculative_tokens=args.num_speculative_tokens,
         prompt_lookup_max=args.prompt_lookup_max,
         prompt_lookup_min=args.prompt_lookup_min,
+        **engine_kwargs(args),
     )
 
 
@@ -253,6 +257,7 @@ def build_parser(serve_defaults: dict[str, Any] | None = None) -> argparse.Argum
     add_bench_command(sub)
     add_chat_command(sub)
     add_admin_commands(sub)
+    add_convert_command(sub)
     return parser
 
 

@@ -36,10 +36,40 @@ def bundled_model_path() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
-class EngineConfig:
-    """How the llama.cpp engine is run."""
+class VllmConfig:
+    """How ``--engine vllm`` runs vLLM: its own flags, under vLLM's names, passed through."""
 
-    model_path: str = ""
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    distributed_executor_backend: str | None = None  # mp, ray, uni; None: vLLM picks
+    ray_address: str | None = None  # with the ray backend: join this Ray cluster
+    gpu_memory_utilization: float | None = None  # None: vLLM's default
+    dtype: str = "auto"  # auto: the model's, but float32 on a CPU (bfloat16 needs AVX-512)
+    quantization: str | None = None
+    enforce_eager: bool = False  # no CUDA graphs / torch.compile: starts faster, runs slower
+
+    def __post_init__(self) -> None:
+        for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.distributed_executor_backend not in (None, "mp", "ray", "uni",
+                                                     "external_launcher"):
+            raise ConfigError("--distributed-executor-backend must be mp, ray, uni or "
+                              f"external_launcher, not {self.distributed_executor_backend!r}")
+        if self.ray_address and self.distributed_executor_backend != "ray":
+            raise ConfigError("--ray-address needs --distributed-executor-backend ray")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError("--gpu-memory-utilization must be in (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How the engine is run: llama.cpp (``backend="llama"``) or vLLM (``"vllm"``)."""
+
+    model_path: str = ""  # llama: a GGUF file; vllm: a Hugging Face folder or hub id
+    backend: str = "llama"
+    vllm: VllmConfig | None = None  # the vLLM flags, with backend "vllm"
     max_model_len: int | None = None  # None: the model's own, capped at MAX_DEFAULT_MODEL_LEN
     max_num_seqs: int = 16
     max_num_batched_tokens: int = 512
@@ -70,7 +100,14 @@ class EngineConfig:
         if not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max <= 16:
             raise ConfigError("--prompt-lookup-min and --prompt-lookup-max need "
                               "1 <= min <= max <= 16")
-        if self.model_path and not Path(self.model_path).is_file():
+        if self.backend not in ("llama", "vllm"):
+            raise ConfigError(f"--engine must be llama or vllm, not {self.backend!r}")
+        if self.backend == "vllm":
+            if self.model_path.endswith(".gguf"):
+                raise ConfigError(
+                    f"--engine vllm reads a Hugging Face folder, not GGUF: convert it first "
+                    f"with `insieme convert {self.model_path} OUTDIR` and pass --model OUTDIR")
+        elif self.model_path and not Path(self.model_path).is_file():
             raise ConfigError(f"--model: no such file: {self.model_path}")
         if self.max_model_len is not None and self.max_model_len < 16:
             raise ConfigError("--max-model-len must be at least 16")

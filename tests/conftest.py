@@ -116,7 +116,7 @@ def fake_server() -> Iterator[Server]:
 
 
 def start_real_server(*extra: str, env: dict[str, str] | None = None,
-                      named: bool = True) -> Server:
+                      named: bool = True, timeout: float = 120.0) -> Server:
     """`insieme serve` on the bundled model; ``named=False`` leaves out the served names
     and context (for a config file that gives its own)."""
     port = free_port()
@@ -129,7 +129,7 @@ def start_real_server(*extra: str, env: dict[str, str] | None = None,
     server = Server(base_url=f"{root}/v1", root=root, process=process)
     server.reader = _drain(process, server.output)
     try:
-        wait_healthy(root, process=process)
+        wait_healthy(root, timeout=timeout, process=process)
     except RuntimeError:
         process.kill()
         raise RuntimeError(f"insieme serve did not start:\n{server.log()}") from None

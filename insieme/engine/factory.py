@@ -13,6 +13,10 @@ from insieme.engine.base import Engine
 
 def create_engine(config: EngineConfig) -> Engine:
     """A new, not yet started engine for ``config``."""
+    if config.backend == "vllm":
+        from insieme.engine.vllm.engine import VllmEngine
+
+        return VllmEngine(config)
     from insieme.engine.llama.engine import LlamaEngine
 
     return LlamaEngine(config)

@@ -29,6 +29,7 @@ from insieme.engine.types import (
     ModelInfo,
     Scored,
     StepOutput,
+    require_serving,
 )
 from insieme.errors import ConfigError, InvalidRequestError, QueueFullError, ServiceUnavailable
 
@@ -202,11 +203,8 @@ class LlamaEngine:
     # -- requests -------------------------------------------------------------------------
 
     def _require(self) -> tuple[LlamaRuntime, EngineCore]:
-        if self.state is EngineState.FAILED:
-            raise ServiceUnavailable(self.failure or "the engine failed", code="engine_failed")
-        if self.state is EngineState.DRAINING or self.state is EngineState.STOPPED:
-            raise ServiceUnavailable("the engine is shutting down", code="shutting_down")
-        if self._runtime is None or self._core is None or self.state is not EngineState.READY:
+        require_serving(self.state, self.failure)
+        if self._runtime is None or self._core is None:
             raise ServiceUnavailable("the model is still loading; retry shortly")
         return self._runtime, self._core
 

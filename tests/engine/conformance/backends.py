@@ -17,7 +17,8 @@ import pytest
 from insieme.config import EngineConfig, bundled_model_path
 from insieme.engine.base import Engine
 
-LOAD_SECONDS = 120.0  # a load that takes longer fails its test instead of hanging it
+# A load that takes longer fails its test instead of hanging it (vLLM on a busy CPU: ~1 min).
+LOAD_SECONDS = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +68,40 @@ async def broken_llama_engine(folder: Path) -> tuple[Engine, str]:
     return LlamaEngine(_llama_config(str(model))), model.name
 
 
+def _vllm_config(model_path: str) -> EngineConfig:
+    from insieme.config import VllmConfig
+
+    return EngineConfig(model_path=model_path, backend="vllm", max_model_len=512,
+                        max_num_seqs=4, vllm=VllmConfig(enforce_eager=True))
+
+
+async def vllm_engine() -> Engine:
+    from tests.engine.vllm.model import converted_model, require_vllm, use_vllm_environment
+
+    require_vllm()
+    use_vllm_environment()
+    from insieme.engine.vllm.engine import VllmEngine
+
+    return VllmEngine(_vllm_config(str(await asyncio.to_thread(converted_model))))
+
+
+async def broken_vllm_engine(folder: Path) -> tuple[Engine, str]:
+    from tests.engine.vllm.model import require_vllm, use_vllm_environment
+
+    require_vllm()
+    use_vllm_environment()
+    from insieme.engine.vllm.engine import VllmEngine
+
+    model = folder / "corrupt-model"
+    model.mkdir()
+    (model / "config.json").write_text("this is not a model's config\n")
+    return VllmEngine(_vllm_config(str(model))), model.name
+
+
 BACKENDS: dict[str, Backend] = {
     "fake": Backend(make=fake_engine),
     "llama": Backend(make=llama_engine, make_broken=broken_llama_engine,
                      marks=(pytest.mark.model,)),
+    "vllm": Backend(make=vllm_engine, make_broken=broken_vllm_engine,
+                    marks=(pytest.mark.vllm,)),
 }

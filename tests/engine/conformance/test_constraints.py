@@ -38,8 +38,9 @@ def require_constraints(engine: Engine) -> None:
 
 async def constrained(engine: Engine, question: str, constraint: Constraint) -> ChoiceOutputs:
     prompt = await chat_prompt(engine, question)
-    [choice] = await generate(engine, prompt, greedy(16, constraint=constraint))
-    # Finished because the constraint was met, not cut short by max_tokens.
+    [choice] = await generate(engine, prompt, greedy(32, constraint=constraint))
+    # Finished because the constraint was met, not cut short by max_tokens (room for the
+    # model's own whitespace: a greedy object runs to 23 tokens on vLLM's float32 weights).
     assert choice.last.finish_reason is FinishReason.STOP, choice.text
     return choice
 
