@@ -22,6 +22,7 @@ from insieme.config import (
 from insieme.config_file import load_config_file
 from insieme.errors import ConfigError, InsiemeError
 from insieme.ledger import default_ledger_path
+from insieme.ray_serve import add_ray_arguments, ray_engine
 from insieme.terminal_chat import add_chat_command
 
 _ENGINE_DEFAULTS = EngineConfig()
@@ -126,6 +127,7 @@ def _add_serve(
                    choices=["text", "json"], help="the request log: key=value text or JSON")
     p.add_argument("--log-prompts", action="store_true",
                    help="put prompt text in the request log (never logged otherwise)")
+    add_ray_arguments(p)
     p.set_defaults(handler=_serve)
     if file_defaults:
         p.set_defaults(**file_defaults)
@@ -204,7 +206,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = server_config(args)
     log_writer = configure_logging(config.log_format, args.log_level)
-    engine: Engine = create_engine(config.engine)
+    engine: Engine = ray_engine(args, config.engine) or create_engine(config.engine)
     if os.environ.get(FAULT_INJECTION_ENV) == "1":  # tests only: X-Insieme-Fault
         engine = FaultInjectingEngine(engine)
     app = create_app(engine, config)

@@ -114,7 +114,8 @@ def fake_server() -> Iterator[Server]:
         yield Server(base_url=f"{srv.root}/v1", root=srv.root, engine=engine)
 
 
-def start_real_server(*extra: str, env: dict[str, str] | None = None) -> Server:
+def start_real_server(*extra: str, env: dict[str, str] | None = None,
+                      timeout: float = 120.0) -> Server:
     port = free_port()
     cmd = [
         sys.executable, "-m", "insieme", "serve", "--port", str(port),
@@ -126,7 +127,7 @@ def start_real_server(*extra: str, env: dict[str, str] | None = None) -> Server:
     server = Server(base_url=f"{root}/v1", root=root, process=process)
     server.reader = _drain(process, server.output)
     try:
-        wait_healthy(root, process=process)
+        wait_healthy(root, timeout=timeout, process=process)
     except RuntimeError:
         process.kill()
         raise RuntimeError(f"insieme serve did not start:\n{server.log()}") from None

@@ -119,6 +119,41 @@ class EngineCollector(Collector):
             counter = CounterMetricFamily(f"insieme:{name}", doc, labels=["model_name"])
             counter.add_metric([self._model_name], float(value))
             yield counter
+        if stats.replicas:
+            yield from self._replica_gauges(stats)
+
+    def _replica_gauges(self, stats: EngineStats) -> Iterator[Metric]:
+        """An engine of replicas: each one's gauges, with a ``replica`` label (their sums are
+        the gauges above), and its state."""
+        labels = ["model_name", "replica", "node"]
+        up = GaugeMetricFamily("insieme:replica_up", "1 while the replica is ready, else 0 "
+                               "(state says why).", labels=[*labels, "state"])
+        gauges = {
+            "running": GaugeMetricFamily("insieme:replica_num_requests_running",
+                                         "Sequences in the replica's running batch.",
+                                         labels=labels),
+            "waiting": GaugeMetricFamily("insieme:replica_num_requests_waiting",
+                                         "Requests waiting for a KV slot on the replica.",
+                                         labels=labels),
+            "kv": GaugeMetricFamily("insieme:replica_kv_cache_usage_perc",
+                                    "Fraction of the replica's KV cache cells in use.",
+                                    labels=labels),
+        }
+        for replica in stats.replicas:
+            names = [self._model_name, replica.replica, replica.node]
+            up.add_metric([*names, replica.state], float(replica.state == "ready"))
+            gauges["running"].add_metric(names, float(replica.running))
+            gauges["waiting"].add_metric(names, float(replica.waiting))
+            total = replica.kv_cells_total
+            gauges["kv"].add_metric(names, replica.kv_cells_used / total if total else 0.0)
+        served = CounterMetricFamily("insieme:replica_requests", "Requests the replica's "
+                                     "engine has taken since it started.", labels=labels)
+        for replica in stats.replicas:
+            served.add_metric([self._model_name, replica.replica, replica.node],
+                              float(replica.served))
+        yield up
+        yield from gauges.values()
+        yield served
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # collected fresh on every scrape, never at registration

@@ -47,8 +47,13 @@ async def health(request: Request) -> Response:
                                  if engine.state is not EngineState.LOADING
                                  else "the model is loading")
     stats = await engine.stats()
-    return JSONResponse(
-        {"status": "ok", "model": ctx.config.model_id, "running": stats.running,
-         "waiting": stats.waiting, "kv_sequences": stats.kv_sequences,
-         "open_requests": stats.open_requests}
-    )
+    body: dict[str, Any] = {
+        "status": "ok", "model": ctx.config.model_id, "running": stats.running,
+        "waiting": stats.waiting, "kv_sequences": stats.kv_sequences,
+        "open_requests": stats.open_requests}
+    if stats.replicas:  # an engine spread over replicas: each one's state
+        body["replicas"] = [
+            {"replica": r.replica, "node": r.node, "pid": r.pid, "state": r.state,
+             "running": r.running, "waiting": r.waiting, "served": r.served}
+            for r in stats.replicas]
+    return JSONResponse(body)
