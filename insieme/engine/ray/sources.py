@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 
 import ray
 from ray import serve
@@ -33,10 +32,6 @@ class LaunchedReplicas:
 
     def open(self) -> DeploymentHandle:
         if not ray.is_initialized():
-            # Ray's C++ handler for SIGTERM would chain to the server's graceful shutdown
-            # and then leave the driver half shut: the next Ray call (deleting the replicas)
-            # aborts the process. The server handles SIGTERM itself.
-            os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
             address = self._ray_config.address
             ray.init(address=None if address == "local" else address,
                      namespace="insieme", include_dashboard=False, log_to_driver=False,
