@@ -128,40 +128,50 @@ def kill_one_under_load(root: str, requests: int, concurrency: int) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("scale", "affinity", "failover"), required=True)
+    parser.add_argument("--part", choices=("scale", "affinity", "failover", "all"),
+                        required=True)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     cluster = LocalCluster(num_cpus=3)
-    processes: list[subprocess.Popen[bytes]] = []
-    results: dict[str, Any] = {"part": args.part, "date": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                       time.gmtime())}
+    parts = ("scale", "affinity", "failover") if args.part == "all" else (args.part,)
     try:
-        def up(name: str, extra: list[str]) -> str:
-            process, root = start(name, extra)
-            processes.append(process)
-            return root
+        for part in parts:
+            results = {"part": part, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                       **run_part(part, cluster, args.rounds)}
+            print(json.dumps(results, indent=1)[:3000], flush=True)
+            (OUT / f"ray_{part}.json").write_text(json.dumps(results, indent=1))
+    finally:
+        print("left behind:", cluster.shutdown() or "nothing", flush=True)
 
-        if args.part == "scale":
+
+def run_part(part: str, cluster: LocalCluster, rounds: int) -> dict[str, Any]:
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def up(name: str, extra: list[str]) -> str:
+        process, root = start(name, extra)
+        processes.append(process)
+        return root
+
+    try:
+        if part == "scale":
             servers = {"direct": up("direct", []),
                        "ray-1": up("ray-1", ray_server(cluster, "one", 1)),
                        "ray-2": up("ray-2", ray_server(cluster, "two", 2))}
-            results["c16"] = measure(servers, args.rounds, concurrency=16, requests=48,
-                                     max_tokens=48, ignore_eos=True)
             single = {name: servers[name] for name in ("direct", "ray-1")}
-            results["c1"] = measure(single, args.rounds, concurrency=1, requests=8,
-                                    max_tokens=32, ignore_eos=True)
-        elif args.part == "affinity":
+            return {"c16": measure(servers, rounds, concurrency=16, requests=32,
+                                   max_tokens=32, ignore_eos=True),
+                    "c1": measure(single, rounds, concurrency=1, requests=6, max_tokens=24,
+                                  ignore_eos=True)}
+        if part == "affinity":
             servers = {"prefix": up("prefix", ray_server(cluster, "prefix", 2)),
                        "pow2": up("pow2", ray_server(cluster, "pow2", 2, "--ray-router",
                                                      "pow2"))}
-            results["multi_turn"] = measure(servers, args.rounds, concurrency=8, requests=48,
-                                            max_tokens=32, dataset="multi-turn", turns=3)
-        else:
-            root = up("failover", ray_server(cluster, "failover", 2))
-            results["failover"] = kill_one_under_load(root, requests=48, concurrency=16)
-        print(json.dumps(results, indent=1)[:4000], flush=True)
-        (OUT / f"ray_{args.part}.json").write_text(json.dumps(results, indent=1))
+            # 16 conversations of 3 turns a round, 2 rounds: 32 conversations each.
+            return {"multi_turn": measure(servers, rounds, concurrency=8, requests=48,
+                                          max_tokens=32, dataset="multi-turn", turns=3)}
+        root = up("failover", ray_server(cluster, "failover", 2))
+        return {"failover": kill_one_under_load(root, requests=48, concurrency=16)}
     finally:
         for process in processes:
             process.terminate()
@@ -170,7 +180,6 @@ def main() -> None:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
-        print("left behind:", cluster.shutdown() or "nothing", flush=True)
 
 
 if __name__ == "__main__":

@@ -194,9 +194,12 @@ class RayEngine:
         if self._board is None:
             return EngineStats(running=0, waiting=0, open_requests=self._open_requests)
         replicas = sorted(await self._board.read.remote(), key=lambda r: (r.node, r.replica))
+        # The replicas post their counts each second; this ingress knows its own requests at
+        # once: running and waiting are its open requests, split as the replicas last said.
+        running = min(self._open_requests, sum(r.running for r in replicas))
         return EngineStats(
-            running=sum(r.running for r in replicas),
-            waiting=sum(r.waiting for r in replicas),
+            running=running,
+            waiting=self._open_requests - running,
             kv_cells_used=sum(r.kv_cells_used for r in replicas),
             kv_cells_total=sum(r.kv_cells_total for r in replicas),
             open_requests=self._open_requests,
@@ -230,9 +233,10 @@ class RayStream:
                         async for batch in self._response:
                             for output in batch:
                                 shown = True
-                                if output.finish_reason is not None:
-                                    unfinished.discard(output.index)
+                                self._finished(output, unfinished)
                                 yield output
+                            if not unfinished:
+                                break
                         break
                     outputs = [output async for batch in self._response for output in batch]
                 except LOST as exc:
@@ -254,8 +258,7 @@ class RayStream:
                     continue
                 shown = True
                 for output in outputs:
-                    if output.finish_reason is not None:
-                        unfinished.discard(output.index)
+                    self._finished(output, unfinished)
                     yield output
             if unfinished:  # the replica ended the call early: never leave the reader waiting
                 for output in _failed(unfinished, "the engine replica ended this request early"):
@@ -263,11 +266,20 @@ class RayStream:
         finally:
             self._finish()
 
-    def _finish(self) -> None:
+    def _finished(self, output: StepOutput, unfinished: set[int]) -> None:
+        """Count ``output`` off; with the request's last one, the request no longer counts
+        as open (before the reader sees it, as with the engine's own streams)."""
+        if output.finish_reason is not None:
+            unfinished.discard(output.index)
+            if not unfinished:
+                self._finish(cancel=False)  # the replica ends the call itself
+
+    def _finish(self, cancel: bool = True) -> None:
         if not self._done:
             self._done = True
             self._engine._open_requests -= 1
-            self._response.cancel()
+            if cancel:
+                self._response.cancel()
 
     async def aclose(self) -> None:
         self._finish()

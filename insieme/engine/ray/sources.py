@@ -19,6 +19,9 @@ from insieme.engine.ray.deploy import engine_application
 log = logging.getLogger("insieme.engine.ray")
 
 
+_connected = 0  # LaunchedReplicas open in this process: Ray is left connected until the last
+
+
 class LaunchedReplicas:
     """Joins the Ray cluster at ``address`` (or starts a local one), runs the replicas as a
     Serve application without Serve's HTTP proxy (this process is the HTTP ingress), and on
@@ -29,8 +32,12 @@ class LaunchedReplicas:
         self._engine = engine
         self._ray_config = ray_config
         self._started_ray = False
+        self._opened = False
 
     def open(self) -> DeploymentHandle:
+        global _connected
+        _connected += 1
+        self._opened = True
         if not ray.is_initialized():
             address = self._ray_config.address
             ray.init(address=None if address == "local" else address,
@@ -43,15 +50,19 @@ class LaunchedReplicas:
                          name=self.app_name, route_prefix=None)
 
     def close(self) -> None:
-        if not ray.is_initialized():
+        global _connected
+        if not self._opened or not ray.is_initialized():
             return
+        self._opened = False
+        _connected -= 1
         with contextlib.suppress(Exception):
             serve.delete(self.app_name)
         with contextlib.suppress(Exception):
             ray.kill(ray.get_actor(board_name(self.app_name), namespace="insieme"))
-        if self._started_ray:
-            serve.shutdown()
-        ray.shutdown()
+        if _connected == 0:
+            if self._started_ray:
+                serve.shutdown()
+            ray.shutdown()
 
 
 class BoundReplicas:

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -73,6 +74,10 @@ class LocalCluster:
         self._roots = {process.process.pid for node in self._cluster.list_all_nodes()
                        for processes in node.all_processes.values() for process in processes}
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def processes(self) -> set[int]:
         """Every process the cluster started that still runs (its workers included)."""
         found = set(self._roots)
@@ -86,6 +91,9 @@ class LocalCluster:
             return set()
         self._closed = True
         started = self.processes()
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():  # this process joined it (conformance)
+            ray.shutdown()
         self._cluster.shutdown()
         deadline = time.monotonic() + 10
         while alive(started) and time.monotonic() < deadline:
@@ -99,3 +107,19 @@ class LocalCluster:
             os.environ["RAY_TMPDIR"] = self._previous_tmpdir
         shutil.rmtree(self.folder, ignore_errors=True)
         return survivors
+
+
+_shared: LocalCluster | None = None
+
+
+def shared_cluster() -> LocalCluster:
+    """The session's one cluster, started by whoever needs it first (the Ray tests and the
+    conformance suite's Ray backend); ``tests/engine/conftest.py`` stops it at the end."""
+    global _shared
+    if _shared is None or _shared.closed:
+        _shared = LocalCluster()
+    return _shared
+
+
+def shutdown_shared() -> set[int]:
+    return _shared.shutdown() if _shared is not None else set()

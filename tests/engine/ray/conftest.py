@@ -8,14 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Server, start_real_server, stop_server
-from tests.engine.ray.cluster import LocalCluster
+from tests.engine.ray.cluster import LocalCluster, shared_cluster
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[LocalCluster]:
-    cluster = LocalCluster()
-    yield cluster
-    cluster.shutdown()
+def ray_cluster() -> LocalCluster:
+    return shared_cluster()
 
 
 @pytest.fixture(scope="session")
