@@ -15,6 +15,7 @@ from insieme.engine.llama.core import EngineCore
 from insieme.engine.llama.grammar import compile_constraint
 from insieme.engine.llama.runtime import ContextShape, LlamaRuntime
 from insieme.engine.llama.speculation import SpeculationConfig
+from insieme.engine.states import EngineLife
 from insieme.engine.stream import RequestStream
 from insieme.engine.types import (
     Capability,
@@ -26,7 +27,7 @@ from insieme.engine.types import (
     ModelInfo,
     StepOutput,
 )
-from insieme.errors import ConfigError, InvalidRequestError, QueueFullError, ServiceUnavailable
+from insieme.errors import ConfigError, InvalidRequestError, QueueFullError
 
 log = logging.getLogger("insieme.engine")
 
@@ -90,7 +91,7 @@ def chat_prompt(runtime: LlamaRuntime, template: ChatTemplate, messages: list[di
     return ChatPrompt(marked.text, _with_bos(runtime, tokens))
 
 
-class LlamaEngine:
+class LlamaEngine(EngineLife):
     """Continuous-batching llama.cpp engine; see ``insieme.engine.llama.core`` for the loop."""
 
     def __init__(self, config: EngineConfig) -> None:
@@ -169,13 +170,8 @@ class LlamaEngine:
         )
         return runtime, info, template
 
-    def drain(self) -> None:
-        if self.state in (EngineState.LOADING, EngineState.READY):
-            self.state = EngineState.DRAINING
-
     async def stop(self) -> None:
-        if self.state is not EngineState.FAILED:
-            self.state = EngineState.STOPPED
+        self._mark_stopped()
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
         if self._core is not None:
@@ -188,12 +184,8 @@ class LlamaEngine:
     # -- requests -------------------------------------------------------------------------
 
     def _require(self) -> tuple[LlamaRuntime, EngineCore]:
-        if self.state is EngineState.FAILED:
-            raise ServiceUnavailable(self.failure or "the engine failed", code="engine_failed")
-        if self.state is EngineState.DRAINING or self.state is EngineState.STOPPED:
-            raise ServiceUnavailable("the engine is shutting down", code="shutting_down")
-        if self._runtime is None or self._core is None or self.state is not EngineState.READY:
-            raise ServiceUnavailable("the model is still loading; retry shortly")
+        self._refuse_unless_ready(self._runtime is not None and self._core is not None)
+        assert self._runtime is not None and self._core is not None
         return self._runtime, self._core
 
     async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:

@@ -31,6 +31,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from insieme.engine.ray.board import get_board
 from insieme.engine.ray.messages import Refused, RoutedRequest
+from insieme.engine.states import EngineLife
 from insieme.engine.types import (
     ChatPrompt,
     EngineState,
@@ -70,7 +71,7 @@ class ReplicaSource(Protocol):
     def close(self) -> None: ...
 
 
-class RayEngine:
+class RayEngine(EngineLife):
     """The replicas of one engine as one ``Engine``."""
 
     def __init__(self, source: ReplicaSource) -> None:
@@ -106,13 +107,8 @@ class RayEngine:
         if self.state is EngineState.LOADING:
             self.state = EngineState.READY
 
-    def drain(self) -> None:
-        if self.state in (EngineState.LOADING, EngineState.READY):
-            self.state = EngineState.DRAINING
-
     async def stop(self) -> None:
-        if self.state is not EngineState.FAILED:
-            self.state = EngineState.STOPPED
+        self._mark_stopped()
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
         self._handle = None
@@ -121,12 +117,8 @@ class RayEngine:
     # -- requests -------------------------------------------------------------------------
 
     def _require(self) -> DeploymentHandle:
-        if self.state is EngineState.FAILED:
-            raise ServiceUnavailable(self.failure or "the engine failed", code="engine_failed")
-        if self.state in (EngineState.DRAINING, EngineState.STOPPED):
-            raise ServiceUnavailable("the engine is shutting down", code="shutting_down")
-        if self._handle is None or self.state is not EngineState.READY:
-            raise ServiceUnavailable("the model is still loading; retry shortly")
+        self._refuse_unless_ready(self._handle is not None)
+        assert self._handle is not None
         return self._handle
 
     async def _call(self, method: str, *args: Any) -> Any:
