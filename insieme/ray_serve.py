@@ -89,7 +89,9 @@ def build_app(options: dict[str, Any]) -> Any:
     args = parser.parse_args([])
     config = server_config(args)
     replicas = engine_application(config.engine, ray_config(args))
-    ingress = serve.deployment(serve.ingress()(InsiemeIngress)).options(name="InsiemeIngress")
+    # The API reserves no CPU: Ray's CPUs are the engines' (--threads each).
+    ingress = serve.deployment(serve.ingress()(InsiemeIngress)).options(
+        name="InsiemeIngress", ray_actor_options={"num_cpus": 0})
     return ingress.bind(replicas, config, ray_config(args).app_name)
 
 
