@@ -130,6 +130,8 @@ class RayEngine(EngineLife):
                 if wait is None:
                     raise ServiceUnavailable("no engine replica answered; retry shortly") from exc
                 await asyncio.sleep(wait)
+            except BackPressureError as exc:
+                raise _busy() from exc
             except RayTaskError as exc:
                 if isinstance(exc.cause, APIError):
                     raise exc.cause from None
@@ -163,9 +165,7 @@ class RayEngine(EngineLife):
             try:
                 first = await anext(response)
             except BackPressureError as exc:
-                raise QueueFullError("the server is busy: every replica is full and the "
-                                     "queue in front of them too; retry shortly",
-                                     retry_after=1) from exc
+                raise _busy() from exc
             except LOST as exc:
                 response.cancel()
                 if wait is None:
@@ -275,6 +275,11 @@ class RayStream:
 
     async def aclose(self) -> None:
         self._finish()
+
+
+def _busy() -> QueueFullError:
+    return QueueFullError("the server is busy: every replica is full, and the queue in front "
+                          "of them too; retry shortly", retry_after=1)
 
 
 def _failed(choices: set[int], reason: str) -> list[StepOutput]:
