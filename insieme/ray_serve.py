@@ -31,7 +31,8 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
                        help="autoscaling: requests per replica to aim for "
                        "(default: --max-num-seqs)")
     group.add_argument("--replica-cpus", type=float, default=None, metavar="N",
-                       help="CPUs Ray reserves per replica (default: --threads, else 1)")
+                       help="CPUs Ray reserves per replica, 0 for none (default: --threads, "
+                       "else 1)")
     group.add_argument("--replica-gpus", type=float, default=0.0, metavar="N",
                        help="GPUs Ray reserves per replica (default: %(default)s)")
     group.add_argument("--max-replicas-per-node", type=int, default=None, metavar="N")
@@ -53,7 +54,8 @@ def ray_config(args: argparse.Namespace) -> Any:
     return RayConfig(
         address=args.ray_address, replicas=args.replicas, min_replicas=args.min_replicas,
         max_replicas=args.max_replicas, target_ongoing=args.target_ongoing_requests,
-        num_cpus=args.replica_cpus or args.threads or 1, num_gpus=args.replica_gpus,
+        num_cpus=args.replica_cpus if args.replica_cpus is not None else (args.threads or 1),
+        num_gpus=args.replica_gpus,
         router=args.ray_router, max_queued=args.ray_max_queued,
         max_replicas_per_node=args.max_replicas_per_node, app_name=args.ray_app_name)
 

@@ -17,9 +17,10 @@ class RayConfig:
     start a Ray instance in this process. A fixed ``replicas`` count, or ``min_replicas`` to
     ``max_replicas`` scaled on queue depth (requests per replica beyond ``target_ongoing``).
     ``num_cpus`` and ``num_gpus`` are what Ray reserves per replica (default: the engine's
-    threads, no GPU). ``router`` picks a replica: ``prefix`` (the one most likely to hold the
-    prompt's prefix, least loaded when the match is weak) or ``pow2`` (Serve's default).
-    ``max_queued`` requests may wait in front of replicas that are all full; beyond, 429.
+    threads, no GPU; 0 CPUs: Ray places replicas without counting CPUs). ``router`` picks a
+    replica: ``prefix`` (the one most likely to hold the prompt's prefix, least loaded when
+    the match is weak) or ``pow2`` (Serve's default). ``max_queued`` requests may wait in
+    front of replicas that are all full; beyond, 429.
     """
 
     address: str = "local"
@@ -44,8 +45,8 @@ class RayConfig:
         if self.min_replicas is not None and self.max_replicas is not None and not (
                 0 <= self.min_replicas <= self.max_replicas and self.max_replicas >= 1):
             raise ConfigError("--min-replicas and --max-replicas need 0 <= min <= max, max >= 1")
-        if self.num_cpus is not None and self.num_cpus <= 0:
-            raise ConfigError("--replica-cpus must be more than 0")
+        if self.num_cpus is not None and self.num_cpus < 0:
+            raise ConfigError("--replica-cpus must be 0 or more")
         if self.num_gpus < 0:
             raise ConfigError("--replica-gpus must be 0 or more")
         if self.router not in ROUTERS:

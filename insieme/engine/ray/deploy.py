@@ -23,7 +23,8 @@ def replica_options(engine: EngineConfig, ray_config: RayConfig) -> dict[str, An
     capacity = engine.max_num_seqs + engine.max_queue
     options: dict[str, Any] = {
         "name": DEPLOYMENT_NAME,
-        "ray_actor_options": {"num_cpus": ray_config.num_cpus or engine.threads,
+        "ray_actor_options": {"num_cpus": engine.threads if ray_config.num_cpus is None
+                              else ray_config.num_cpus,
                               "num_gpus": ray_config.num_gpus},
         "max_ongoing_requests": capacity,
         "max_queued_requests": ray_config.max_queued,
