@@ -128,7 +128,7 @@ def kill_one_under_load(root: str, requests: int, concurrency: int) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("scale", "affinity", "failover", "all"),
+    parser.add_argument("--part", choices=("scale", "affinity", "failover", "ingress", "all"),
                         required=True)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
@@ -162,6 +162,11 @@ def run_part(part: str, cluster: LocalCluster, rounds: int) -> dict[str, Any]:
             return {"c16": measure(servers, rounds, concurrency=16, requests=32,
                                    max_tokens=32, ignore_eos=True),
                     "c1": measure(single, rounds, concurrency=1, requests=6, max_tokens=24,
+                                  ignore_eos=True)}
+        if part == "ingress":  # the ingress cost alone, without queueing
+            servers = {"direct": up("direct", []),
+                       "ray-1": up("ray-1", ray_server(cluster, "one", 1))}
+            return {"c1": measure(servers, rounds, concurrency=1, requests=8, max_tokens=24,
                                   ignore_eos=True)}
         if part == "affinity":
             servers = {"prefix": up("prefix", ray_server(cluster, "prefix", 2)),

@@ -35,7 +35,8 @@ class PrefixRouter(PrefixCacheAffinityRouter):  # type: ignore[misc, valid-type]
 
     async def choose_replicas(self, candidate_replicas: list[Any],
                               pending_request: Any = None) -> list[list[Any]]:
-        if not _has_prompt(pending_request):
+        # One replica: nothing to choose, so no round trips to the prefix tree's actor.
+        if len(candidate_replicas) < 2 or not _has_prompt(pending_request):
             return await PowerOfTwoChoicesRequestRouter.choose_replicas(  # type: ignore[no-any-return]
                 self, candidate_replicas=candidate_replicas, pending_request=pending_request)
         return await super().choose_replicas(  # type: ignore[no-any-return]
