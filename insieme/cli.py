@@ -212,7 +212,10 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(engine, config)
     asgi: Any = FaultHeader(app) if isinstance(engine, FaultInjectingEngine) else app
     server = GracefulServer(
+        # h11 whatever else is installed: httptools (which ray[serve] and vLLM pull in)
+        # answers a malformed header itself, with a plain-text 400 outside the contract.
         uvicorn.Config(asgi, host=config.host, port=config.port, log_level=args.log_level,
+                       http="h11",
                        log_config=uvicorn_log_config(config.log_format), access_log=False,
                        timeout_graceful_shutdown=5),
         app.ctx.lifecycle,
