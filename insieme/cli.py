@@ -22,6 +22,7 @@ from insieme.config import (
 from insieme.config_file import load_config_file
 from insieme.errors import ConfigError, InsiemeError
 from insieme.ledger import default_ledger_path
+from insieme.ray_serve import add_ray_arguments, ray_engine
 from insieme.terminal_chat import add_chat_command
 
 _ENGINE_DEFAULTS = EngineConfig()
@@ -131,6 +132,7 @@ def _add_serve(
     p.add_argument("--log-prompts", action="store_true",
                    help="put prompt text in the request log (never logged otherwise)")
     add_model_flags(p)
+    add_ray_arguments(p)
     p.set_defaults(handler=_serve)
     if file_defaults:
         p.set_defaults(**file_defaults)
@@ -216,14 +218,21 @@ def _serve(args: argparse.Namespace) -> int:
     log_writer = configure_logging(config.log_format, args.log_level)
     faults = os.environ.get(FAULT_INJECTION_ENV) == "1"  # tests only: X-Insieme-Fault
 
+    if args.ray_address is not None and len(catalog.models) > 1:
+        raise ConfigError("--ray-address serves one model: its replicas are one Serve "
+                          "deployment")
+
     def build(settings: EngineConfig) -> Engine:
-        engine = create_engine(settings)
+        engine = ray_engine(args, settings) or create_engine(settings)
         return FaultInjectingEngine(engine) if faults else engine
 
     app = create_app(ModelRegistry(catalog, build), config)
     asgi: Any = FaultHeader(app) if faults else app
     server = GracefulServer(
+        # h11 whatever else is installed: httptools (which ray[serve] and vLLM pull in)
+        # answers a malformed header itself, with a plain-text 400 outside the contract.
         uvicorn.Config(asgi, host=config.host, port=config.port, log_level=args.log_level,
+                       http="h11",
                        log_config=uvicorn_log_config(config.log_format), access_log=False,
                        timeout_graceful_shutdown=5),
         app.ctx.lifecycle,

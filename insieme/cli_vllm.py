@@ -36,9 +36,6 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                                                                   "external_launcher"),
                        default=None, help="how vLLM runs its workers (default: vLLM's choice; "
                        "ray for several nodes)")
-    group.add_argument("--ray-address", default=None, metavar="HOST:PORT",
-                       help="with --distributed-executor-backend ray, vLLM's executor joins "
-                       "this Ray cluster (default: RAY_ADDRESS, else a local one)")
     group.add_argument("--gpu-memory-utilization", type=float, default=None, metavar="FRACTION",
                        help="share of each GPU's memory vLLM may take (default: vLLM's)")
     group.add_argument("--dtype", default=None,
@@ -54,7 +51,7 @@ def vllm_config(args: argparse.Namespace) -> VllmConfig | None:
     one engine given to the other is an error, never silently ignored."""
     given = {name: value for name in (
         "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
-        "distributed_executor_backend", "ray_address", "gpu_memory_utilization", "dtype",
+        "distributed_executor_backend", "gpu_memory_utilization", "dtype",
         "quantization", "enforce_eager") if (value := getattr(args, name, None)) is not None}
     engine = getattr(args, "engine", "llama")
     if engine != "vllm":
@@ -67,6 +64,10 @@ def vllm_config(args: argparse.Namespace) -> VllmConfig | None:
     if llama_only:
         flags = ", ".join("--" + name.replace("_", "-") for name in llama_only)
         raise ConfigError(f"{flags}: only for --engine llama; vLLM does not read it")
+    if given.get("distributed_executor_backend") == "ray" and getattr(args, "ray_address", None):
+        # --ray-address (the Ray group's flag): with vLLM's own Ray executor, vLLM's workers
+        # join that cluster and this process runs the one engine (no Serve replicas).
+        given["ray_address"] = args.ray_address
     return VllmConfig(**given)
 
 

@@ -65,7 +65,7 @@ class InProcessServer:
     def __init__(self, engine: FakeEngine, config: ServerConfig) -> None:
         port = free_port()
         self.config = uvicorn.Config(create_app(engine, config), host="127.0.0.1", port=port,
-                                     log_level="warning", lifespan="on")
+                                     log_level="warning", lifespan="on", http="h11")
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.root = f"http://127.0.0.1:{port}"

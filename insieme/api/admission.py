@@ -61,7 +61,8 @@ async def chat(ctx: AppContext, record: RequestRecord, body: ChatCompletionReque
     params = sampling_params(body, max_tokens, n_vocab=engine.info.n_vocab,
                              constraint=constraint, logprobs=options, echo=echo, limits=limits)
     request_id = _new_id("chatcmpl")
-    stream = await submit(ctx, record, GenerationRequest(request_id, tokens, params, body.n),
+    stream = await submit(ctx, record, GenerationRequest(request_id, tokens, params, body.n,
+                                                         streamed=bool(body.stream)),
                           engine)
     return Admitted(stream, request_id, options, tool_plan, prompt.text)
 
@@ -76,7 +77,8 @@ async def completion(ctx: AppContext, record: RequestRecord, body: CompletionReq
     params = sampling_params(body, max_tokens, n_vocab=engine.info.n_vocab,
                              logprobs=options, echo=bool(body.echo), limits=limits)
     request_id = _new_id("cmpl")
-    stream = await submit(ctx, record, GenerationRequest(request_id, tokens, params, body.n),
+    stream = await submit(ctx, record, GenerationRequest(request_id, tokens, params, body.n,
+                                                         streamed=bool(body.stream)),
                           engine)
     return Admitted(stream, request_id, options)
 

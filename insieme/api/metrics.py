@@ -155,6 +155,7 @@ class EngineCollector(Collector):
                 counter.add_metric([model], float(read(stats)))
             yield counter
         yield from self._registry_metrics()
+        yield from self._replica_gauges()
 
     def _registry_metrics(self) -> Iterator[Metric]:
         entries = self._metrics.models.entries
@@ -176,6 +177,41 @@ class EngineCollector(Collector):
             unloads.add_metric(labels, float(entry.unloads))
             failures.add_metric(labels, float(entry.load_failures))
         yield from (loaded, in_flight, loads, unloads, failures)
+
+    def _replica_gauges(self) -> Iterator[Metric]:
+        """An engine of replicas: each one's gauges, with a ``replica`` label (their sums are
+        the gauges above), and its state."""
+        labels = ["model_name", "replica", "node"]
+        up = GaugeMetricFamily("insieme:replica_up", "1 while the replica is ready, else 0 "
+                               "(state says why).", labels=[*labels, "state"])
+        gauges = {
+            "running": GaugeMetricFamily("insieme:replica_num_requests_running",
+                                         "Sequences in the replica's running batch.",
+                                         labels=labels),
+            "waiting": GaugeMetricFamily("insieme:replica_num_requests_waiting",
+                                         "Requests waiting for a KV slot on the replica.",
+                                         labels=labels),
+            "kv": GaugeMetricFamily("insieme:replica_kv_cache_usage_perc",
+                                    "Fraction of the replica's KV cache cells in use.",
+                                    labels=labels),
+        }
+        every = [(model, r) for model, stats in self._metrics.engine_stats.items()
+                 for r in stats.replicas]
+        for model, replica in every:
+            names = [model, replica.replica, replica.node]
+            up.add_metric([*names, replica.state], float(replica.state == "ready"))
+            gauges["running"].add_metric(names, float(replica.running))
+            gauges["waiting"].add_metric(names, float(replica.waiting))
+            total = replica.kv_cells_total
+            gauges["kv"].add_metric(names, replica.kv_cells_used / total if total else 0.0)
+        served = CounterMetricFamily("insieme:replica_requests", "Requests the replica's "
+                                     "engine has taken since it started.", labels=labels)
+        for model, replica in every:
+            served.add_metric([model, replica.replica, replica.node],
+                              float(replica.served))
+        yield up
+        yield from gauges.values()
+        yield served
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # collected fresh on every scrape, never at registration

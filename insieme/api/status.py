@@ -56,8 +56,9 @@ async def health(request: Request) -> Response:
             raise ServiceUnavailable("the model is loading" if engine.state is
                                      EngineState.LOADING else f"the engine is "
                                      f"{engine.state.value}")
-    stats = [await e.engine.stats() for e in entries
-             if e.engine is not None and e.state is ModelState.LOADED]
+    by_model = {e.name: await e.engine.stats() for e in entries
+                if e.engine is not None and e.state is ModelState.LOADED}
+    stats = list(by_model.values())
     total = EngineStats(running=sum(s.running for s in stats),
                         waiting=sum(s.waiting for s in stats),
                         kv_sequences=sum(s.kv_sequences for s in stats),
@@ -66,15 +67,20 @@ async def health(request: Request) -> Response:
         {"status": "ok", "model": ctx.models.default.name, "running": total.running,
          "waiting": total.waiting, "kv_sequences": total.kv_sequences,
          "open_requests": total.open_requests,
-         "models": [_model_state(entry) for entry in entries]}
+         "models": [_model_state(entry, by_model.get(entry.name)) for entry in entries]}
     )
 
 
-def _model_state(entry: ModelEntry) -> dict[str, Any]:
+def _model_state(entry: ModelEntry, stats: EngineStats | None) -> dict[str, Any]:
     state: dict[str, Any] = {"id": entry.name, "state": entry.state.value,
                              "in_flight": entry.in_flight, "pinned": entry.spec.pinned}
     if entry.engine is not None and entry.engine.state is EngineState.FAILED:
         state["state"], state["error"] = "failed", entry.engine.failure
     elif entry.state is ModelState.FAILED:
         state["error"] = entry.failure
+    if stats is not None and stats.replicas:  # an engine spread over replicas: each one's
+        state["replicas"] = [
+            {"replica": r.replica, "node": r.node, "pid": r.pid, "state": r.state,
+             "running": r.running, "waiting": r.waiting, "served": r.served}
+            for r in stats.replicas]
     return state

@@ -85,6 +85,9 @@ class GenerationRequest:
     prompt_tokens: list[int]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     n: int = 1
+    # False when the client sees nothing before the whole answer (not ``stream``): a backend
+    # that loses the request half-way (a Ray replica died) may then run it again elsewhere.
+    streamed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,22 @@ class Scored:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaStats:
+    """One replica of an engine spread over machines (the Ray backend): who and where it is,
+    whether it answers, and its own gauges."""
+
+    replica: str
+    node: str
+    pid: int
+    state: str  # "ready", "loading", "failed", "unreachable" (no report for seconds)
+    running: int = 0
+    waiting: int = 0
+    kv_cells_used: int = 0
+    kv_cells_total: int = 0
+    served: int = 0  # requests its engine has taken since it started
+
+
+@dataclass(frozen=True, slots=True)
 class EngineStats:
     running: int
     waiting: int
@@ -195,6 +214,8 @@ class EngineStats:
     spec_drafts: int = 0
     spec_draft_tokens: int = 0
     spec_accepted_tokens: int = 0
+    # An engine made of replicas: each one's state and gauges (the fields above are sums).
+    replicas: tuple[ReplicaStats, ...] = ()
 
 
 def require_serving(state: EngineState, failure: str | None) -> None:

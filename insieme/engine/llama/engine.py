@@ -17,6 +17,7 @@ from insieme.engine.llama.pooling import model_pooling
 from insieme.engine.llama.retrieval import Retrieval
 from insieme.engine.llama.runtime import ContextShape, LlamaRuntime
 from insieme.engine.llama.speculation import SpeculationConfig
+from insieme.engine.states import EngineLife
 from insieme.engine.stream import RequestStream
 from insieme.engine.types import (
     Capability,
@@ -29,9 +30,8 @@ from insieme.engine.types import (
     ModelInfo,
     Scored,
     StepOutput,
-    require_serving,
 )
-from insieme.errors import ConfigError, InvalidRequestError, QueueFullError, ServiceUnavailable
+from insieme.errors import ConfigError, InvalidRequestError, QueueFullError
 
 log = logging.getLogger("insieme.engine")
 
@@ -95,7 +95,7 @@ def chat_prompt(runtime: LlamaRuntime, template: ChatTemplate, messages: list[di
     return ChatPrompt(marked.text, _with_bos(runtime, tokens))
 
 
-class LlamaEngine:
+class LlamaEngine(EngineLife):
     """Continuous-batching llama.cpp engine; see ``insieme.engine.llama.core`` for the loop."""
 
     def __init__(self, config: EngineConfig) -> None:
@@ -181,13 +181,8 @@ class LlamaEngine:
         )
         return runtime, info, template, retrieval
 
-    def drain(self) -> None:
-        if self.state in (EngineState.LOADING, EngineState.READY):
-            self.state = EngineState.DRAINING
-
     async def stop(self) -> None:
-        if self.state is not EngineState.FAILED:
-            self.state = EngineState.STOPPED
+        self._mark_stopped()
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
         if self._core is not None:
@@ -203,9 +198,8 @@ class LlamaEngine:
     # -- requests -------------------------------------------------------------------------
 
     def _require(self) -> tuple[LlamaRuntime, EngineCore]:
-        require_serving(self.state, self.failure)
-        if self._runtime is None or self._core is None:
-            raise ServiceUnavailable("the model is still loading; retry shortly")
+        self._refuse_unless_ready(self._runtime is not None and self._core is not None)
+        assert self._runtime is not None and self._core is not None
         return self._runtime, self._core
 
     async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:

@@ -8,6 +8,7 @@ imports its backend itself, so a backend whose package is missing fails only its
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,22 @@ async def broken_vllm_engine(folder: Path) -> tuple[Engine, str]:
     model.mkdir()
     (model / "config.json").write_text("this is not a model's config\n")
     return VllmEngine(_vllm_config(str(model))), model.name
+_ray_apps = itertools.count()
+
+
+async def ray_engine() -> Engine:
+    """The llama.cpp engine as one replica on the session's two-node Ray cluster, behind a
+    ``RayEngine`` (each engine its own Serve application)."""
+    from tests.engine.ray.cluster import require_ray, shared_cluster
+
+    require_ray()
+    from insieme.engine.ray.config import RayConfig
+    from insieme.engine.ray.engine import RayEngine
+    from insieme.engine.ray.sources import LaunchedReplicas
+
+    config = RayConfig(address=shared_cluster().address, replicas=1, num_cpus=1,
+                       app_name=f"conformance-{next(_ray_apps)}")
+    return RayEngine(LaunchedReplicas(_llama_config(str(bundled_model_path())), config))
 
 
 BACKENDS: dict[str, Backend] = {
@@ -104,4 +121,5 @@ BACKENDS: dict[str, Backend] = {
                      marks=(pytest.mark.model,)),
     "vllm": Backend(make=vllm_engine, make_broken=broken_vllm_engine,
                     marks=(pytest.mark.vllm,)),
+    "ray": Backend(make=ray_engine, marks=(pytest.mark.model,)),
 }
