@@ -157,6 +157,8 @@ class Speculator:
         self._batch = batch
         self.config = config
         self._paused = 0  # steps to go without drafts (they found no KV room)
+        # decode width -> the least acceptance at which any draft pays (``min_acceptance``)
+        self._floors: dict[int, float] = {}
         self.drafts = 0  # drafts verified
         self.draft_tokens = 0  # tokens in them
         self.accepted_tokens = 0  # of those, kept
@@ -165,6 +167,7 @@ class Speculator:
         """Time this machine's decodes (``step_costs``). Called on the engine thread, before
         its first step: llama.cpp's compute threads belong to the thread that decodes."""
         self.config = replace(self.config, curve=step_costs(self._runtime, self._batch))
+        self._floors.clear()
         log.info("speculation: ngram drafts of up to %d tokens; decodes of %s rows cost %s "
                  "one-row decodes here", self.config.num_speculative_tokens,
                  "/".join(str(r) for r, _ in self.config.curve),
@@ -180,6 +183,9 @@ class Speculator:
         step's token budget; a guess too unlikely to send is kept as a shadow to judge."""
         config = self.config
         width = sum(item.count for item in work)
+        floor = self._floors.get(width)
+        if floor is None:
+            floor = self._floors[width] = min_acceptance(config, width)
         room = self._token_budget - width
         if self._paused:
             self._paused -= 1
@@ -201,7 +207,8 @@ class Speculator:
             # Never past max_tokens or the context: those tokens would be thrown away.
             wanted = min(seq.request.sampling.max_tokens - seq.num_generated,
                          self._max_model_len - len(seq.tokens)) - 1
-            k = state.length(config, width, min(wanted, room))
+            # Most steps of most text: too unlikely to pay, no need to price each k.
+            k = 0 if state.acceptance < floor else state.length(config, width, min(wanted, room))
             guess = state.index.propose(seq.tokens, max(k, 1))
             if not guess:
                 continue
@@ -260,6 +267,20 @@ class Speculator:
         self.drafts += 1
         self.draft_tokens += drafted
         self.accepted_tokens += accepted
+
+
+def min_acceptance(config: SpeculationConfig, width: int) -> float:
+    """The least acceptance at which a sequence in a decode of ``width`` rows drafts at all
+    (``SpecState.length`` with the longest draft allowed; it grows with acceptance)."""
+    probe = SpecState(NgramIndex(config.prompt_lookup_min, config.prompt_lookup_max))
+    lo, hi = 0.0, 1.0
+    for _ in range(24):
+        probe.acceptance = (lo + hi) / 2
+        if probe.length(config, width, config.num_speculative_tokens):
+            hi = probe.acceptance
+        else:
+            lo = probe.acceptance
+    return lo
 
 
 CURVE_ROWS = (1, 2, 3, 5, 9, 17)

@@ -11,7 +11,12 @@ import pytest
 
 from insieme.config import EngineConfig, bundled_model_path
 from insieme.engine.llama.engine import LlamaEngine
-from insieme.engine.llama.speculation import NgramIndex, SpecState, SpeculationConfig
+from insieme.engine.llama.speculation import (
+    NgramIndex,
+    SpecState,
+    SpeculationConfig,
+    min_acceptance,
+)
 from insieme.engine.types import GenerationRequest, SamplingParams, StepOutput
 
 # -- the index and the policy -----------------------------------------------------------------
@@ -58,6 +63,22 @@ def test_short_drafts_are_priced_by_what_the_first_extra_row_costs() -> None:
     assert state.length(measured, width=1, room=100) == 0
     state.acceptance = 0.95  # a copy: long drafts pay
     assert state.length(measured, width=1, room=100) >= 8
+
+
+def test_the_floor_below_which_nothing_is_priced_drafts_exactly_as_pricing_would() -> None:
+    # The engine skips pricing each k for a sequence under this floor: it must never skip
+    # a draft that pricing would have sent.
+    measured = SpeculationConfig(curve=((1, 1.0), (2, 1.96), (3, 2.92), (5, 3.69),
+                                        (9, 5.65), (17, 10.01)))
+    state = SpecState(NgramIndex(2, 4))
+    for width in (1, 2, 5):
+        floor = min_acceptance(measured, width)
+        assert 0.5 < floor < 1.0
+        for a in (floor - 0.05, floor - 1e-6):
+            state.acceptance = a
+            assert state.length(measured, width, room=100) == 0
+        state.acceptance = min(1.0, floor + 1e-5)
+        assert state.length(measured, width, room=100) > 0
 
 
 def test_acceptance_follows_the_drafts_and_the_unsent_guesses() -> None:
