@@ -6,6 +6,7 @@ conftest.py turns any of them into a failed run when ``CI`` is set."""
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +23,9 @@ def require(module: str, extra: str) -> pytest.MarkDecorator:
         not installed(module),
         reason=f"{MISSING}: {module} (pip install 'insieme[{extra}]', or make test)",
     )
+
+
+def require_folder(folder: Path, what: str) -> pytest.MarkDecorator:
+    """A mark that skips a test when ``folder`` (a package installed aside) is missing."""
+    return pytest.mark.skipif(not folder.is_dir(),
+                              reason=f"{MISSING}: {what} in {folder} (make backends)")

@@ -5,7 +5,12 @@ not gets a 400 in the contract's error shape."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +19,7 @@ import pytest
 import together
 
 from tests.conftest import Server, start_real_server, stop_server
+from tests.deps import require_folder
 
 pytestmark = pytest.mark.model
 
@@ -134,3 +140,53 @@ def test_a_model_asked_for_another_task_is_a_400(server: Server) -> None:
     with pytest.raises(openai.BadRequestError):  # what an SDK user sees
         _openai(server).chat.completions.create(
             model="reranker", messages=USER, max_tokens=4)
+
+
+# together 1.x (the SDK much code in the wild still pins) beside the 3.x the venv has: `make
+# test` installs it into its own folder, and a child Python with that folder first runs the
+# same calls. Its pydantic models validate every response, so a shape it rejects fails here.
+TOGETHER_1 = Path(sys.prefix) / "together1"
+TOGETHER_1_CALLS = """
+import json, sys
+from together import Together
+args = json.loads(sys.argv[1])
+user, sentences, query, documents = (args[k] for k in ("user", "sentences", "query", "documents"))
+client = Together()
+out = {"version": __import__("importlib.metadata").metadata.version("together")}
+out["models"] = sorted((m.id, m.type) for m in client.models.list())
+chat = client.chat.completions.create(model="chat-a", messages=user, max_tokens=8,
+                                      temperature=0)
+out["chat"] = chat.choices[0].message.content
+out["stream"] = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+    model="chat-b", messages=user, max_tokens=8, temperature=0, stream=True))
+emb = client.embeddings.create(model="embedder", input=sentences)
+out["embeddings"] = [len(d.embedding) for d in emb.data]
+ranked = client.rerank.create(model="reranker", query=query, documents=documents,
+                              top_n=2)
+out["rerank"] = [(r.index, r.relevance_score) for r in ranked.results]
+try:
+    client.chat.completions.create(model="embedder", messages=user, max_tokens=4)
+except Exception as exc:
+    out["refused"] = [type(exc).__name__, getattr(exc, "http_status", None)]
+print(json.dumps(out))
+"""
+
+
+@require_folder(TOGETHER_1, "together 1.x")
+def test_together_1x_runs_the_same_calls(server: Server) -> None:
+    env = {**os.environ, "PYTHONPATH": str(TOGETHER_1), "TOGETHER_BASE_URL": server.base_url,
+           "TOGETHER_API_KEY": "local", "TOGETHER_NO_BANNER": "1"}
+    args = json.dumps({"user": USER, "sentences": SENTENCES, "query": QUERY,
+                       "documents": DOCUMENTS})
+    done = subprocess.run([sys.executable, "-c", TOGETHER_1_CALLS, args], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["version"].startswith("1.")
+    assert out["models"] == [["chat-a", "chat"], ["chat-b", "chat"], ["embedder", "embedding"],
+                             ["reranker", "rerank"]]
+    assert out["chat"] and out["stream"]
+    assert len(out["embeddings"]) == 2 and out["embeddings"][0] == out["embeddings"][1] > 0
+    scores = [score for _, score in out["rerank"]]
+    assert len(scores) == 2 and scores == sorted(scores, reverse=True)
+    assert out["refused"][1] == 400, out["refused"]
