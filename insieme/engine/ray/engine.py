@@ -34,11 +34,13 @@ from insieme.engine.ray.messages import Refused, RoutedRequest
 from insieme.engine.states import EngineLife
 from insieme.engine.types import (
     ChatPrompt,
+    Embedded,
     EngineState,
     EngineStats,
     FinishReason,
     GenerationRequest,
     ModelInfo,
+    Scored,
     StepOutput,
 )
 from insieme.errors import (
@@ -144,6 +146,13 @@ class RayEngine(EngineLife):
         self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
     ) -> ChatPrompt:
         return await self._call("render_chat", messages, tools)  # type: ignore[no-any-return]
+
+    async def embed(self, inputs: list[str | list[int]], *,
+                    truncate: int | None = None) -> Embedded:
+        return await self._call("embed", inputs, truncate)  # type: ignore[no-any-return]
+
+    async def rerank(self, query: str, documents: list[str]) -> Scored:
+        return await self._call("rerank", query, documents)  # type: ignore[no-any-return]
 
     async def submit(self, request: GenerationRequest) -> RayStream:
         self._require()

@@ -22,7 +22,15 @@ from insieme.engine.base import Engine, OutputStream
 from insieme.engine.factory import create_engine
 from insieme.engine.ray.board import REPORT_SECONDS, get_board
 from insieme.engine.ray.messages import Accepted, Refused, RoutedRequest
-from insieme.engine.types import ChatPrompt, EngineStats, ModelInfo, ReplicaStats, StepOutput
+from insieme.engine.types import (
+    ChatPrompt,
+    Embedded,
+    EngineStats,
+    ModelInfo,
+    ReplicaStats,
+    Scored,
+    StepOutput,
+)
 from insieme.errors import APIError
 
 log = logging.getLogger("insieme.engine.ray")
@@ -52,6 +60,13 @@ class EngineReplica:
     async def render_chat(self, messages: list[dict[str, Any]],
                           tools: list[dict[str, Any]] | None = None) -> ChatPrompt:
         return await self._engine.render_chat(messages, tools=tools)
+
+    async def embed(self, inputs: list[str | list[int]],
+                    truncate: int | None = None) -> Embedded:
+        return await self._engine.embed(inputs, truncate=truncate)
+
+    async def rerank(self, query: str, documents: list[str]) -> Scored:
+        return await self._engine.rerank(query, documents)
 
     async def stats(self) -> EngineStats:
         return await self._engine.stats()
