@@ -44,7 +44,6 @@ def test_the_default_engine_is_llama_with_no_vllm_flags(tmp_path: Path) -> None:
     (("--tensor-parallel-size", "2"), "--tensor-parallel-size"),
     (("--engine", "vllm", "--kv-unified"), "--kv-unified"),
     (("--engine", "vllm", "--speculative", "ngram"), "--speculative"),
-    (("--engine", "vllm", "--ray-address", "h:1"), "--distributed-executor-backend ray"),
     (("--engine", "vllm", "--gpu-memory-utilization", "1.5"), "--gpu-memory-utilization"),
 ])
 def test_a_flag_the_engine_does_not_read_is_an_error(argv: tuple[str, ...], named: str,

@@ -67,20 +67,20 @@ async def health(request: Request) -> Response:
         {"status": "ok", "model": ctx.models.default.name, "running": total.running,
          "waiting": total.waiting, "kv_sequences": total.kv_sequences,
          "open_requests": total.open_requests,
-         "models": [_model_state(entry, by_model.get(entry.name)) for entry in entries]}
+         "models": [_model_state(entry) for entry in entries],
+         # engines spread over replicas (the Ray backend): each replica's state and gauges
+         "replicas": [{"model": model, "replica": r.replica, "node": r.node, "pid": r.pid,
+                       "state": r.state, "running": r.running, "waiting": r.waiting,
+                       "served": r.served}
+                      for model, s in by_model.items() for r in s.replicas]}
     )
 
 
-def _model_state(entry: ModelEntry, stats: EngineStats | None) -> dict[str, Any]:
+def _model_state(entry: ModelEntry) -> dict[str, Any]:
     state: dict[str, Any] = {"id": entry.name, "state": entry.state.value,
                              "in_flight": entry.in_flight, "pinned": entry.spec.pinned}
     if entry.engine is not None and entry.engine.state is EngineState.FAILED:
         state["state"], state["error"] = "failed", entry.engine.failure
     elif entry.state is ModelState.FAILED:
         state["error"] = entry.failure
-    if stats is not None and stats.replicas:  # an engine spread over replicas: each one's
-        state["replicas"] = [
-            {"replica": r.replica, "node": r.node, "pid": r.pid, "state": r.state,
-             "running": r.running, "waiting": r.waiting, "served": r.served}
-            for r in stats.replicas]
     return state
