@@ -216,16 +216,3 @@ class EngineStats:
     spec_accepted_tokens: int = 0
     # An engine made of replicas: each one's state and gauges (the fields above are sums).
     replicas: tuple[ReplicaStats, ...] = ()
-
-
-def require_serving(state: EngineState, failure: str | None) -> None:
-    """Refuse work unless ``state`` is ``READY``, with the ``ServiceUnavailable`` that says
-    why: the failure, a shutdown, or a load still under way."""
-    from insieme.errors import ServiceUnavailable
-
-    if state is EngineState.FAILED:
-        raise ServiceUnavailable(failure or "the engine failed", code="engine_failed")
-    if state is EngineState.DRAINING or state is EngineState.STOPPED:
-        raise ServiceUnavailable("the engine is shutting down", code="shutting_down")
-    if state is not EngineState.READY:
-        raise ServiceUnavailable("the model is still loading; retry shortly")

@@ -117,14 +117,8 @@ class LlamaEngine(EngineLife):
 
     async def start(self) -> None:
         """Begin loading; the server answers /health with 503 until the model is ready."""
-        self._loop = asyncio.get_running_loop()
-        self._load_task = asyncio.create_task(self._load())
-
-    async def wait_ready(self) -> None:
-        """Return once the model is loaded; raise ``ConfigError`` (with the reason) if it
-        cannot be."""
-        if self._load_task is not None:
-            await asyncio.shield(self._load_task)
+        self._loop = asyncio.get_running_loop()  # outputs are handed over to this loop
+        await super().start()
 
     async def _load(self) -> None:
         try:

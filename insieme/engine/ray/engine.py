@@ -88,13 +88,6 @@ class RayEngine(EngineLife):
 
     # -- life cycle -----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        self._load_task = asyncio.create_task(self._load())
-
-    async def wait_ready(self) -> None:
-        if self._load_task is not None:
-            await asyncio.shield(self._load_task)
-
     async def _load(self) -> None:
         try:
             handle = await asyncio.to_thread(self._source.open)

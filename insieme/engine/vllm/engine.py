@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from insieme.config import EngineConfig
+from insieme.engine.states import EngineLife
 from insieme.engine.stream import RequestStream
 from insieme.engine.types import (
     Capability,
@@ -22,14 +23,13 @@ from insieme.engine.types import (
     EngineStats,
     GenerationRequest,
     ModelInfo,
-    require_serving,
 )
 from insieme.engine.vllm.args import apply_environment, engine_arguments
 from insieme.engine.vllm.choices import ChoiceRun, start_choices
 from insieme.engine.vllm.install import require
 from insieme.engine.vllm.stats import SchedulerCounters, stat_logger_factory
 from insieme.engine.vllm.tokens import Tokens
-from insieme.errors import ConfigError, InvalidRequestError, QueueFullError, ServiceUnavailable
+from insieme.errors import ConfigError, InvalidRequestError, QueueFullError
 
 log = logging.getLogger("insieme.engine")
 
@@ -37,7 +37,7 @@ CAPABILITIES = frozenset({Capability.TOOLS, Capability.LOGPROBS, Capability.PROM
                           Capability.CONSTRAINTS, Capability.REGEX})
 
 
-class VllmEngine:
+class VllmEngine(EngineLife):
     """``insieme serve --engine vllm``: see the module's docstring."""
 
     def __init__(self, config: EngineConfig) -> None:
@@ -56,13 +56,6 @@ class VllmEngine:
         self._aborts: set[asyncio.Task[None]] = set()
 
     # -- life cycle -----------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._load_task = asyncio.create_task(self._load())
-
-    async def wait_ready(self) -> None:
-        if self._load_task is not None:
-            await asyncio.shield(self._load_task)
 
     async def _load(self) -> None:
         try:
@@ -103,13 +96,8 @@ class VllmEngine:
             raise
         return llm, tokens
 
-    def drain(self) -> None:
-        if self.state in (EngineState.LOADING, EngineState.READY):
-            self.state = EngineState.DRAINING
-
     async def stop(self) -> None:
-        if self.state is not EngineState.FAILED:
-            self.state = EngineState.STOPPED
+        self._mark_stopped()
         if self._load_task is not None and not self._load_task.done():
             try:  # the load runs on a thread: let it finish, then shut vLLM down
                 await asyncio.shield(self._load_task)
@@ -126,9 +114,8 @@ class VllmEngine:
     # -- requests -------------------------------------------------------------------------
 
     def _require(self) -> tuple[Any, Tokens]:
-        require_serving(self.state, self.failure)
-        if self._llm is None or self._tokens is None:
-            raise ServiceUnavailable("the model is still loading; retry shortly")
+        self._refuse_unless_ready(self._llm is not None and self._tokens is not None)
+        assert self._llm is not None and self._tokens is not None
         return self._llm, self._tokens
 
     async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
