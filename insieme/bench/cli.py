@@ -41,7 +41,8 @@ def _rates(text: str) -> tuple[float, ...]:
 _DATASET_FLAGS = (("random_input_len", "--random-input-len", "random"),
                   ("random_output_len", "--random-output-len", "random"),
                   ("random_range_ratio", "--random-range-ratio", "random"),
-                  ("turns", "--turns", "multi-turn"))
+                  ("turns", "--turns", "multi-turn"),
+                  ("context_words", "--context-words", "multi-turn"))
 
 
 def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,6 +97,11 @@ def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     data.add_argument("--turns", type=int, default=None, metavar="T",
                       help="multi-turn: requests per conversation; --requests / T "
                       f"conversations (default: {_DEFAULTS.turns})")
+    data.add_argument("--context-words", type=int, default=None, metavar="W",
+                      help="multi-turn: each conversation's first message also carries a "
+                      "document of its own, W words (about a token each), so conversations "
+                      "share only the system prompt (default: "
+                      f"{_DEFAULTS.context_words})")
     data.add_argument("--temperature", type=float, default=_DEFAULTS.temperature,
                       help="sampling temperature (default: %(default)s)")
     data.add_argument("--ignore-eos", action="store_true",

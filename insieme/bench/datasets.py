@@ -65,7 +65,8 @@ def build_workload(settings: BenchSettings) -> tuple[Conversation, ...]:
             count, settings.random_input_len, settings.random_output_len,
             settings.random_range_ratio, seed))
     if settings.dataset == "multi-turn":
-        return conversations(count // settings.turns, settings.turns, seed)
+        return conversations(count // settings.turns, settings.turns, seed,
+                             context_words=settings.context_words, words=WORDS)
     if settings.dataset == "grounded":
         return tuple((prompt,) for prompt in grounded_prompts(count, seed))
     return tuple((settings.prompt_at(index),) for index in range(count))

@@ -4,12 +4,15 @@ Each conversation opens with the shared system prompt and a question, and goes o
 follow-ups; the runner puts the server's own answer to each turn before the next one, so every
 request repeats its conversation's whole history, and every conversation the system prompt:
 the workload that prefix caching is for. The questions and follow-ups are drawn, seeded, from
-the banks below.
+the banks below. With ``context_words``, each conversation's first message also carries a
+document of its own (that many words, drawn from ``words``): what it shares with the others
+is then only the system prompt, as for chats over each user's own files.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from insieme.bench.prompts import Prompt
 
@@ -65,16 +68,24 @@ FOLLOW_UPS = (
 )
 
 
-def conversations(count: int, turns: int, seed: int = 0) -> tuple[tuple[Prompt, ...], ...]:
-    """``count`` conversations of ``turns`` turns; the first turn carries the system prompt,
-    later ones only their user message (the runner adds the history before it)."""
+def conversations(count: int, turns: int, seed: int = 0, context_words: int = 0,
+                  words: Sequence[str] = ()) -> tuple[tuple[Prompt, ...], ...]:
+    """``count`` conversations of ``turns`` turns; the first turn carries the system prompt
+    (and the conversation's document), later ones only their user message (the runner adds
+    the history before it)."""
     rng = random.Random(f"multi-turn:{seed}")
     made = []
-    for _ in range(count):
+    for index in range(count):
         follow_ups = (rng.sample(FOLLOW_UPS, turns - 1) if turns - 1 <= len(FOLLOW_UPS)
                       else rng.choices(FOLLOW_UPS, k=turns - 1))
+        question = rng.choice(QUESTIONS)
+        if context_words:
+            # Its own generator: the questions stay those drawn without documents.
+            draw = random.Random(f"multi-turn-document:{seed}:{index}")
+            document = " ".join(draw.choices(words, k=context_words))
+            question = f"My notes from earlier visits:\n{document}\n\n{question}"
         first = Prompt(({"role": "system", "content": SYSTEM_PROMPT},
-                        {"role": "user", "content": rng.choice(QUESTIONS)}))
+                        {"role": "user", "content": question}))
         made.append((first, *(Prompt(({"role": "user", "content": text},))
                               for text in follow_ups)))
     return tuple(made)

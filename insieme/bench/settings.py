@@ -69,6 +69,7 @@ class BenchSettings:
     random_output_len: int = 128
     random_range_ratio: float = 0.0
     turns: int = 4  # multi-turn: requests per conversation
+    context_words: int = 0  # multi-turn: words of each conversation's own document
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
 
@@ -137,6 +138,8 @@ class BenchSettings:
                               f"not {self.random_range_ratio}")
         if self.turns < 1:
             raise ConfigError("--turns must be at least 1")
+        if self.context_words < 0:
+            raise ConfigError("--context-words must be 0 or more")
         if self.dataset != "multi-turn":
             return
         if self.requests % self.turns:
@@ -172,7 +175,8 @@ class BenchSettings:
             return {"input_len": self.random_input_len, "output_len": self.random_output_len,
                     "range_ratio": self.random_range_ratio}
         if self.dataset == "multi-turn":
-            return {"turns": self.turns, "conversations": self.requests // self.turns}
+            return {"turns": self.turns, "conversations": self.requests // self.turns,
+                    "context_words": self.context_words}
         if self.dataset in ("builtin", "jsonl"):
             return {"source": self.prompts_source, "prompt_count": len(self.prompts)}
         return {}

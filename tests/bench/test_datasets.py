@@ -17,7 +17,7 @@ from insieme.bench.datasets import (
 )
 from insieme.bench.grounded import SHORT_ANSWER_TOKENS, TASKS, add_typos, grounded_prompts
 from insieme.bench.grounded_texts import TEXTS
-from insieme.bench.multi_turn import SYSTEM_PROMPT
+from insieme.bench.multi_turn import QUESTIONS, SYSTEM_PROMPT
 from insieme.bench.prompts import Prompt, load_prompt_file
 from insieme.bench.settings import BenchSettings
 
@@ -106,6 +106,26 @@ def test_multi_turn_conversations_share_the_system_prompt() -> None:
     assert len({user_text(c[0]) for c in workload}) > 1
     again = build_workload(settings(dataset="multi-turn", turns=4, requests=32, seed=5))
     assert again == workload
+
+
+def test_multi_turn_context_words_give_each_conversation_its_own_document() -> None:
+    plain = build_workload(settings(dataset="multi-turn", turns=2, requests=16, seed=3))
+    workload = build_workload(settings(dataset="multi-turn", turns=2, requests=16, seed=3,
+                                       context_words=120))
+    documents = set()
+    for conversation in workload:
+        first = conversation[0]
+        assert first.messages[0]["content"] == SYSTEM_PROMPT
+        notes, question = user_text(first).split("\n\n")
+        document = notes.split("\n", 1)[1].split()
+        assert len(document) == 120 and set(document) <= set(WORDS)
+        documents.add(" ".join(document))
+        assert question in QUESTIONS
+    assert len(documents) == 8  # no two conversations share theirs
+    # Without it, the same questions and follow-ups, with no document.
+    assert all("notes" not in user_text(c[0]) for c in plain)
+    assert [user_text(c[0]) for c in plain] == [
+        user_text(c[0]).split("\n\n")[1] for c in workload]
 
 
 def test_grounded_items_contain_their_text() -> None:
