@@ -30,16 +30,23 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--target-ongoing-requests", type=float, default=None, metavar="N",
                        help="autoscaling: requests per replica to aim for "
                        "(default: --max-num-seqs)")
+    group.add_argument("--upscale-delay", type=float, default=None, metavar="S",
+                       help="autoscaling: seconds of load above target before a replica is "
+                       "added (default: Serve's, 30)")
+    group.add_argument("--downscale-delay", type=float, default=None, metavar="S",
+                       help="autoscaling: seconds below target before one is removed "
+                       "(default: Serve's, 600)")
     group.add_argument("--replica-cpus", type=float, default=None, metavar="N",
                        help="CPUs Ray reserves per replica, 0 for none (default: --threads, "
                        "else 1)")
     group.add_argument("--replica-gpus", type=float, default=0.0, metavar="N",
                        help="GPUs Ray reserves per replica (default: %(default)s)")
     group.add_argument("--max-replicas-per-node", type=int, default=None, metavar="N")
-    group.add_argument("--ray-router", choices=("prefix", "pow2"), default="prefix",
+    group.add_argument("--ray-router", choices=("prefix", "pow2", "round-robin"),
+                       default="prefix",
                        help="prefix: to the replica holding the prompt's prefix, least loaded "
-                       "when none does; pow2: Serve's least loaded of two (default: "
-                       "%(default)s)")
+                       "when none does; pow2: Serve's least loaded of two; round-robin: each "
+                       "replica in turn (default: %(default)s)")
     group.add_argument("--ray-app-name", default="insieme", metavar="NAME",
                        help="the Serve application of the replicas: one per model served "
                        "from one cluster (default: %(default)s)")
@@ -54,6 +61,7 @@ def ray_config(args: argparse.Namespace) -> Any:
     return RayConfig(
         address=args.ray_address, replicas=args.replicas, min_replicas=args.min_replicas,
         max_replicas=args.max_replicas, target_ongoing=args.target_ongoing_requests,
+        upscale_delay=args.upscale_delay, downscale_delay=args.downscale_delay,
         num_cpus=args.replica_cpus if args.replica_cpus is not None else (args.threads or 1),
         num_gpus=args.replica_gpus,
         router=args.ray_router, max_queued=args.ray_max_queued,

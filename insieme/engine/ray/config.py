@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from insieme.errors import ConfigError
 
-ROUTERS = ("prefix", "pow2")
+ROUTERS = ("prefix", "pow2", "round-robin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +19,9 @@ class RayConfig:
     ``num_cpus`` and ``num_gpus`` are what Ray reserves per replica (default: the engine's
     threads, no GPU; 0 CPUs: Ray places replicas without counting CPUs). ``router`` picks a
     replica: ``prefix`` (the one most likely to hold the prompt's prefix, least loaded when
-    the match is weak) or ``pow2`` (Serve's default). ``max_queued`` requests may wait in
+    the match is weak), ``pow2`` (Serve's default) or ``round-robin``. Autoscaling adds
+    replicas after ``upscale_delay`` seconds of load above target, and removes them after
+    ``downscale_delay`` seconds below. ``max_queued`` requests may wait in
     front of replicas that are all full; beyond, 429.
     """
 
@@ -28,6 +30,8 @@ class RayConfig:
     min_replicas: int | None = None
     max_replicas: int | None = None
     target_ongoing: float | None = None  # None: the engine's batch, max_num_seqs
+    upscale_delay: float | None = None  # None: Serve's own (30 s)
+    downscale_delay: float | None = None  # None: Serve's own (600 s)
     num_cpus: float | None = None
     num_gpus: float = 0.0
     router: str = "prefix"
@@ -55,6 +59,12 @@ class RayConfig:
             raise ConfigError("--ray-max-queued must be 0 or more")
         if self.target_ongoing is not None and self.target_ongoing <= 0:
             raise ConfigError("--target-ongoing-requests must be more than 0")
+        for name, delay in (("--upscale-delay", self.upscale_delay),
+                            ("--downscale-delay", self.downscale_delay)):
+            if delay is not None and delay < 0:
+                raise ConfigError(f"{name} must be 0 or more seconds")
+            if delay is not None and not self.autoscaling:
+                raise ConfigError(f"{name} needs --min-replicas and --max-replicas")
         if not self.app_name:
             raise ConfigError("--ray-app-name must not be empty")
         if self.max_replicas_per_node is not None and self.max_replicas_per_node < 1:

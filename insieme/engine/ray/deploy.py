@@ -42,6 +42,10 @@ def replica_options(engine: EngineConfig, ray_config: RayConfig) -> dict[str, An
             # Queue depth: a replica that has more than a batch to do wants a sibling.
             "target_ongoing_requests": ray_config.target_ongoing or engine.max_num_seqs,
         }
+        for key, value in (("upscale_delay_s", ray_config.upscale_delay),
+                           ("downscale_delay_s", ray_config.downscale_delay)):
+            if value is not None:
+                options["autoscaling_config"][key] = value
     else:
         options["num_replicas"] = ray_config.replicas
     if ray_config.router == "prefix":
@@ -54,6 +58,9 @@ def replica_options(engine: EngineConfig, ray_config: RayConfig) -> dict[str, An
                 "imbalanced_threshold": max(2, engine.max_num_seqs // 4),
                 "match_rate_threshold": 0.1,
             })
+    elif ray_config.router == "round-robin":
+        options["request_router_config"] = RequestRouterConfig(
+            request_router_class="insieme.engine.ray.routing.RoundRobinRouter")
     return options
 
 

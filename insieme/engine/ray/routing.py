@@ -1,4 +1,5 @@
-"""The prefix-affinity router: Ray's own ``PrefixCacheAffinityRouter``.
+"""The request routers of the replicas: prefix affinity (Ray's own
+``PrefixCacheAffinityRouter``) and round robin.
 
 It keeps a prefix tree of the prompts each replica has been sent (in a Ray actor) and sends a
 request to the replica with the longest match, to the least loaded one when the best match
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray.serve._private.request_router import PowerOfTwoChoicesRequestRouter
+from ray.serve.request_router import RequestRouter
 
 from insieme.engine.ray.messages import RoutedRequest
 
@@ -47,9 +49,31 @@ class PrefixRouter(PrefixCacheAffinityRouter):  # type: ignore[misc, valid-type]
             super().on_request_routed(pending_request, replica_id, result)
 
 
+class RoundRobinRouter(RequestRouter):  # type: ignore[misc]
+    """Each ``generate`` to the next replica in turn (ordered by id), to another when that
+    one is full; the calls without a prompt go by load alone and do not take a turn. What
+    a router that knows nothing of prompts does: the baseline prefix affinity is measured
+    against, and a fair spread where prompts share nothing."""
+
+    def initialize_state(self, **kwargs: Any) -> None:
+        self._turn = 0
+
+    async def choose_replicas(self, candidate_replicas: list[Any],
+                              pending_request: Any = None) -> list[list[Any]]:
+        if not candidate_replicas:
+            return []
+        ordered = sorted(candidate_replicas, key=lambda replica: replica.replica_id.unique_id)
+        if not _has_prompt(pending_request):
+            return [ordered]  # the least loaded of all
+        # Every replica full: Serve asks again after a backoff, and the turn moves on.
+        chosen = ordered[self._turn % len(ordered)]
+        self._turn += 1
+        return [[chosen], [replica for replica in ordered if replica is not chosen]]
+
+
 def _has_prompt(pending_request: Any) -> bool:
     args = getattr(pending_request, "args", None) or ()
     return any(isinstance(arg, RoutedRequest) and arg.request.prompt_tokens for arg in args)
 
 
-__all__ = ["PrefixRouter"]
+__all__ = ["PrefixRouter", "RoundRobinRouter"]

@@ -1,0 +1,62 @@
+"""The Ray flags as Serve sees them: replica resources, scaling, routing, and the refusals of
+settings that cannot work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.engine.ray.cluster import require_ray
+
+require_ray()
+
+from insieme.cli import serve_parser, server_config  # noqa: E402
+from insieme.engine.ray.deploy import replica_options  # noqa: E402
+from insieme.errors import ConfigError  # noqa: E402
+from insieme.ray_serve import ray_config  # noqa: E402
+
+
+def options(*argv: str) -> dict[str, Any]:
+    args = serve_parser().parse_args(["--ray-address", "local", "--no-usage-db", *argv])
+    return replica_options(server_config(args).engine, ray_config(args))
+
+
+def test_fixed_replicas_reserve_their_threads() -> None:
+    found = options("--replicas", "3", "--threads", "2", "--max-num-seqs", "8")
+    assert found["num_replicas"] == 3 and "autoscaling_config" not in found
+    assert found["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 0.0}
+    assert found["max_ongoing_requests"] >= 8
+    assert found["request_router_config"].request_router_class.endswith(".PrefixRouter")
+
+
+def test_autoscaling_passes_serve_its_bounds_and_delays() -> None:
+    found = options("--min-replicas", "1", "--max-replicas", "4", "--max-num-seqs", "8",
+                    "--upscale-delay", "2", "--downscale-delay", "30")
+    assert "num_replicas" not in found
+    assert found["autoscaling_config"] == {
+        "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8,
+        "upscale_delay_s": 2.0, "downscale_delay_s": 30.0}
+    # Serve's own defaults when the delays are not given.
+    assert "upscale_delay_s" not in options("--min-replicas", "0", "--max-replicas",
+                                            "2")["autoscaling_config"]
+
+
+@pytest.mark.parametrize(("router", "suffix"), [("round-robin", ".RoundRobinRouter"),
+                                                ("prefix", ".PrefixRouter")])
+def test_routers_by_name(router: str, suffix: str) -> None:
+    found = options("--replicas", "2", "--ray-router", router)
+    assert found["request_router_config"].request_router_class.endswith(suffix)
+    assert "request_router_config" not in options("--replicas", "2", "--ray-router", "pow2")
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (("--upscale-delay", "5"), "--upscale-delay needs --min-replicas"),
+    (("--min-replicas", "1", "--max-replicas", "2", "--downscale-delay", "-1"),
+     "--downscale-delay must be 0 or more"),
+    (("--min-replicas", "1"), "go together"),
+    (("--min-replicas", "3", "--max-replicas", "2"), "min <= max"),
+])
+def test_settings_that_cannot_work_are_refused(argv: tuple[str, ...], says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        options(*argv)
