@@ -52,11 +52,15 @@ def replica_options(engine: EngineConfig, ray_config: RayConfig) -> dict[str, An
         options["request_router_config"] = RequestRouterConfig(
             request_router_class="insieme.engine.ray.routing.PrefixRouter",
             request_router_kwargs={
-                # Past this many more requests than another replica, go by load: a prefix
-                # all prompts share (a system prompt) would otherwise keep every new
-                # conversation on the first replica that saw it.
-                "imbalanced_threshold": max(2, engine.max_num_seqs // 4),
-                "match_rate_threshold": 0.1,
+                # Past this many more requests than another replica, go by load alone.
+                "imbalanced_threshold": max(2, engine.max_num_seqs // 2),
+                # Follow a match only when it covers at least half the prompt, else go by
+                # load: a first turn shares a system prompt with every other conversation
+                # (a large part of it), a later turn's history is most of its prompt. With
+                # Ray's default (10%) every new conversation went to the first replica that
+                # had seen the system prompt, until the queues differed enough to send
+                # conversations away from their caches (SGLang's gateway uses 30%).
+                "match_rate_threshold": 0.5,
             })
     elif ray_config.router == "round-robin":
         options["request_router_config"] = RequestRouterConfig(
