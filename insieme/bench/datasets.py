@@ -3,8 +3,8 @@
 A workload is a tuple of conversations, each a tuple of turns (``Prompt``): a turn's messages
 follow the earlier turns and the server's answers to them. Every dataset but ``multi-turn``
 has one-turn conversations. A level sends every conversation's first turn, then every
-second turn, and so on (``request_order``), so conversations interleave and a conversation's
-turns go in order.
+second turn, and so on (``request_order``; the conversations of a later wave in a seeded
+random order), so conversations interleave and a conversation's turns go in order.
 
 - ``builtin``, ``jsonl``: the settings' ``prompts`` in turn (``--max-tokens``, unless a JSONL
   line sets its own).
@@ -72,11 +72,22 @@ def build_workload(settings: BenchSettings) -> tuple[Conversation, ...]:
     return tuple((settings.prompt_at(index),) for index in range(count))
 
 
-def request_order(workload: tuple[Conversation, ...]) -> list[tuple[int, int]]:
-    """(conversation, turn) in sending order: every first turn, then every second, ..."""
+def request_order(workload: tuple[Conversation, ...],
+                  seed: int | None = None) -> list[tuple[int, int]]:
+    """(conversation, turn) in sending order: every first turn, then every second, ...;
+    with a ``seed``, the conversations of each wave after the first in a random order (users
+    come back at their own pace: a router that goes round in turns must not find each
+    conversation's replica again only because the waves repeat one order)."""
     longest = max((len(conversation) for conversation in workload), default=0)
-    return [(index, turn) for turn in range(longest)
-            for index, conversation in enumerate(workload) if turn < len(conversation)]
+    rng = random.Random(f"order:{seed}")
+    order = []
+    for turn in range(longest):
+        wave = [(index, turn) for index, conversation in enumerate(workload)
+                if turn < len(conversation)]
+        if seed is not None and turn:
+            rng.shuffle(wave)
+        order += wave
+    return order
 
 
 def length_range(length: int, ratio: float) -> tuple[int, int]:

@@ -76,7 +76,7 @@ class LevelRun:
         self.settings = settings
         self.progress = progress
         self.conversations = [ConversationState(conversation) for conversation in workload]
-        self.order = request_order(workload)
+        self.order = request_order(workload, seed=settings.seed)
         self.records: list[RequestRecord] = []
         self.started = time.perf_counter()
 

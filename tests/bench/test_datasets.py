@@ -94,6 +94,17 @@ def test_request_order_interleaves_conversations_and_keeps_turns_in_order() -> N
         (0, 0), (1, 0), (2, 0), (0, 1), (2, 1), (0, 2)]
 
 
+def test_later_waves_come_back_in_a_seeded_random_order() -> None:
+    a = Prompt(({"role": "user", "content": "a"},))
+    workload = tuple((a, a, a) for _ in range(16))
+    order = request_order(workload, seed=1)
+    assert order[:16] == [(i, 0) for i in range(16)]  # the first wave as listed
+    waves = [[index for index, turn in order if turn == t] for t in range(3)]
+    assert all(sorted(wave) == list(range(16)) for wave in waves)
+    assert waves[1] != waves[0] and waves[2] != waves[1]
+    assert order == request_order(workload, seed=1) != request_order(workload, seed=2)
+
+
 def test_multi_turn_conversations_share_the_system_prompt() -> None:
     workload = build_workload(settings(dataset="multi-turn", turns=4, requests=32, seed=5))
     assert len(workload) == 8
