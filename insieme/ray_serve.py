@@ -74,15 +74,12 @@ def ray_engine(args: argparse.Namespace, engine: EngineConfig) -> Engine | None:
         return None
     if engine.vllm is not None and engine.vllm.distributed_executor_backend == "ray":
         return None  # vLLM's own Ray executor spreads this one engine over the cluster
-    from insieme.engine.factory import create_prompt_renderer
-
     try:
         from insieme.engine.ray.engine import RayEngine
         from insieme.engine.ray.sources import LaunchedReplicas
     except ImportError as exc:
         raise ConfigError(f"--ray-address needs Ray: pip install 'insieme[ray]' ({exc})") from exc
-    return RayEngine(LaunchedReplicas(engine, ray_config(args)),
-                     renderer=lambda: create_prompt_renderer(engine))
+    return RayEngine(LaunchedReplicas(engine, ray_config(args)))
 
 
 def build_app(options: dict[str, Any]) -> Any:
@@ -121,11 +118,8 @@ class InsiemeIngress:
 
     def __serve_build_asgi_app__(self) -> Any:
         from insieme.api.app import create_app
-        from insieme.engine.factory import create_prompt_renderer
         from insieme.engine.ray.engine import RayEngine
         from insieme.engine.ray.sources import BoundReplicas
 
-        engine = self._config.engine
-        return create_app(RayEngine(BoundReplicas(self._replicas, self._app_name),
-                                    renderer=lambda: create_prompt_renderer(engine)),
+        return create_app(RayEngine(BoundReplicas(self._replicas, self._app_name)),
                           self._config)

@@ -27,17 +27,6 @@ class OutputStream(Protocol):
     async def aclose(self) -> None: ...
 
 
-class PromptRenderer(Protocol):
-    """Prompts as one model reads them, without the model: blocking, for a thread. What an
-    engine whose model runs elsewhere (Ray replicas) may render with locally, as its own
-    ``tokenize`` and ``render_chat`` would."""
-
-    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...
-
-    def render_chat(self, messages: list[dict[str, Any]],
-                    tools: list[dict[str, Any]] | None = None) -> ChatPrompt: ...
-
-
 class Engine(Protocol):
     """What the API layer needs from an engine.
 

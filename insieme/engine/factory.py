@@ -7,10 +7,8 @@ CLI, a model registry, a Ray replica) passes engines, or this function, in.
 
 from __future__ import annotations
 
-import os
-
 from insieme.config import EngineConfig
-from insieme.engine.base import Engine, PromptRenderer
+from insieme.engine.base import Engine
 
 
 def create_engine(config: EngineConfig) -> Engine:
@@ -22,16 +20,3 @@ def create_engine(config: EngineConfig) -> Engine:
     from insieme.engine.llama.engine import LlamaEngine
 
     return LlamaEngine(config)
-
-
-def create_prompt_renderer(config: EngineConfig) -> PromptRenderer | None:
-    """What renders and tokenises ``config``'s prompts without running its model, for an
-    engine that runs elsewhere (Ray replicas): the llama.cpp model file's vocabulary alone.
-    None where this process cannot (another backend, or the file is not here): the engine
-    then does it. Blocking (it reads the file)."""
-    if config.backend != "llama" or not os.path.isfile(config.model_path):
-        return None
-    from insieme.engine.llama.prompts import LlamaPrompts
-    from insieme.engine.llama.vocab import LlamaVocab
-
-    return LlamaPrompts(LlamaVocab(config.model_path, vocab_only=True))

@@ -9,10 +9,11 @@ import os
 from typing import Any
 
 from insieme.config import MAX_DEFAULT_MODEL_LEN, EngineConfig
+from insieme.engine import tool_prompt
+from insieme.engine.chat_template import ChatTemplate
 from insieme.engine.llama.core import EngineCore
 from insieme.engine.llama.grammar import compile_constraint
 from insieme.engine.llama.pooling import model_pooling
-from insieme.engine.llama.prompts import LlamaPrompts
 from insieme.engine.llama.retrieval import Retrieval
 from insieme.engine.llama.runtime import ContextShape, LlamaRuntime
 from insieme.engine.llama.speculation import SpeculationConfig
@@ -69,6 +70,31 @@ def context_shape(config: EngineConfig, n_ctx_train: int) -> ContextShape:
     )
 
 
+def _with_bos(runtime: LlamaRuntime, tokens: list[int]) -> list[int]:
+    # A BOS when the model wants one, unless the prompt starts with it already (a template
+    # that writes bos_token, a raw prompt that spells it): never two.
+    if runtime.add_bos and tokens[:1] != [runtime.bos_id]:
+        tokens.insert(0, runtime.bos_id)
+    return tokens
+
+
+def prompt_tokens(runtime: LlamaRuntime, text: str, *, add_special: bool = True) -> list[int]:
+    """A raw prompt's tokens, special token text parsed (its caller wrote the whole prompt),
+    with ``add_special`` a BOS first when the model wants one."""
+    tokens = runtime.tokenize(text, add_special=False)
+    return _with_bos(runtime, tokens) if add_special else tokens
+
+
+def chat_prompt(runtime: LlamaRuntime, template: ChatTemplate, messages: list[dict[str, Any]],
+                tools: list[dict[str, Any]] | None = None) -> ChatPrompt:
+    """A conversation rendered and tokenised: only the template's own markup becomes special
+    tokens, whatever the messages and tools spell; a BOS first when the model wants one."""
+    messages, tools = tool_prompt.prepare(template, messages, tools)
+    marked = template.render_marked(messages, tools=tools)
+    tokens = runtime.tokenize_marked(marked.text, marked.markup)
+    return ChatPrompt(marked.text, _with_bos(runtime, tokens))
+
+
 class LlamaEngine(EngineLife):
     """Continuous-batching llama.cpp engine; see ``insieme.engine.llama.core`` for the loop."""
 
@@ -79,7 +105,7 @@ class LlamaEngine(EngineLife):
                               max_num_seqs=config.max_num_seqs, capabilities=CAPABILITIES)
         self._runtime: LlamaRuntime | None = None
         self._core: EngineCore | None = None
-        self._prompts: LlamaPrompts | None = None
+        self._template: ChatTemplate | None = None
         self._retrieval: Retrieval | None = None  # embeddings and rerank, on their own thread
         self._streams: dict[str, RequestStream] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,7 +122,7 @@ class LlamaEngine(EngineLife):
 
     async def _load(self) -> None:
         try:
-            runtime, info, prompts, retrieval = await asyncio.to_thread(self._load_blocking)
+            runtime, info, template, retrieval = await asyncio.to_thread(self._load_blocking)
         except Exception as exc:
             self.state = EngineState.FAILED
             self.failure = f"could not load {self.config.model_path}: {exc}"
@@ -104,7 +130,7 @@ class LlamaEngine(EngineLife):
             raise ConfigError(self.failure) from exc
         self._runtime = runtime
         self.info = info
-        self._prompts = prompts
+        self._template = template
         self._retrieval = retrieval
         core = EngineCore(
             runtime,
@@ -125,13 +151,18 @@ class LlamaEngine(EngineLife):
         self._core = core
         self.state = EngineState.READY
 
-    def _load_blocking(self) -> tuple[LlamaRuntime, ModelInfo, LlamaPrompts, Retrieval]:
+    def _load_blocking(self) -> tuple[LlamaRuntime, ModelInfo, ChatTemplate, Retrieval]:
         config = self.config
         runtime = LlamaRuntime(config.model_path, lambda n_train: context_shape(config, n_train))
         max_model_len = max_model_len_for(config, runtime.n_ctx_train)
-        prompts = LlamaPrompts(runtime)
+        eos_id = runtime.meta("tokenizer.ggml.eos_token_id")
+        template = ChatTemplate(
+            runtime.meta("tokenizer.chat_template"),
+            bos_token=runtime.token_text(runtime.bos_id) if runtime.bos_id >= 0 else "",
+            eos_token=runtime.token_text(int(eos_id)) if eos_id else "",
+            special_texts=runtime.control_texts)
         max_model_len = min(max_model_len, runtime.n_ctx_seq)
-        retrieval = Retrieval(runtime, prompts.template, pooling=model_pooling(runtime),
+        retrieval = Retrieval(runtime, template, pooling=model_pooling(runtime),
                               max_len=max_model_len, n_threads=config.threads,
                               max_queue=config.max_queue)
         info = ModelInfo(
@@ -142,7 +173,7 @@ class LlamaEngine(EngineLife):
             capabilities=CAPABILITIES | retrieval.capabilities,
             embedding_size=retrieval.embedding_size,
         )
-        return runtime, info, prompts, retrieval
+        return runtime, info, template, retrieval
 
     async def stop(self) -> None:
         self._mark_stopped()
@@ -166,17 +197,16 @@ class LlamaEngine(EngineLife):
         return self._runtime, self._core
 
     async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        self._require()
-        assert self._prompts is not None
+        runtime, _ = self._require()
         # Off the event loop: a long prompt takes a while.
-        return await asyncio.to_thread(self._prompts.tokenize, text, add_special=add_special)
+        return await asyncio.to_thread(prompt_tokens, runtime, text, add_special=add_special)
 
     async def render_chat(
         self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
     ) -> ChatPrompt:
-        self._require()
-        assert self._prompts is not None
-        return await asyncio.to_thread(self._prompts.render_chat, messages, tools)
+        runtime, _ = self._require()
+        assert self._template is not None
+        return await asyncio.to_thread(chat_prompt, runtime, self._template, messages, tools)
 
     async def submit(self, request: GenerationRequest) -> RequestStream:
         _, core = self._require()

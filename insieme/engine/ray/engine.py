@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from ray.exceptions import (
@@ -29,7 +29,6 @@ from ray.serve.exceptions import (
 )
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from insieme.engine.base import PromptRenderer
 from insieme.engine.ray.board import get_board
 from insieme.engine.ray.messages import Refused, RoutedRequest
 from insieme.engine.states import EngineLife
@@ -75,15 +74,10 @@ class ReplicaSource(Protocol):
 
 
 class RayEngine(EngineLife):
-    """The replicas of one engine as one ``Engine``. With ``renderer`` (made in a thread at
-    start: it reads the model file), prompts are rendered and tokenised here, as a replica
-    would, which saves each request one round trip through Serve before it is sent."""
+    """The replicas of one engine as one ``Engine``."""
 
-    def __init__(self, source: ReplicaSource,
-                 renderer: Callable[[], PromptRenderer | None] | None = None) -> None:
+    def __init__(self, source: ReplicaSource) -> None:
         self._source = source
-        self._make_renderer = renderer
-        self._renderer: PromptRenderer | None = None
         self.info = ModelInfo(name=source.app_name, max_model_len=0, n_vocab=0, max_num_seqs=1)
         self.state = EngineState.LOADING
         self.failure: str | None = None
@@ -96,8 +90,6 @@ class RayEngine(EngineLife):
 
     async def _load(self) -> None:
         try:
-            if self._make_renderer is not None:
-                self._renderer = await asyncio.to_thread(self._make_renderer)
             handle = await asyncio.to_thread(self._source.open)
             self.info = await handle.info.remote()
             self._board = get_board(self._source.app_name)
@@ -141,18 +133,11 @@ class RayEngine(EngineLife):
                 raise
 
     async def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        if self._renderer is not None:
-            self._require()
-            return await asyncio.to_thread(self._renderer.tokenize, text,
-                                           add_special=add_special)
         return await self._call("tokenize", text, add_special)  # type: ignore[no-any-return]
 
     async def render_chat(
         self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None
     ) -> ChatPrompt:
-        if self._renderer is not None:
-            self._require()
-            return await asyncio.to_thread(self._renderer.render_chat, messages, tools)
         return await self._call("render_chat", messages, tools)  # type: ignore[no-any-return]
 
     async def embed(self, inputs: list[str | list[int]], *,

@@ -18,10 +18,8 @@ from hypothesis import strategies as st
 
 from insieme.config import EngineConfig, bundled_model_path
 from insieme.engine.chat_template import ChatTemplate
-from insieme.engine.llama.engine import LlamaEngine
-from insieme.engine.llama.prompts import LlamaPrompts
+from insieme.engine.llama.engine import LlamaEngine, chat_prompt, prompt_tokens
 from insieme.engine.llama.runtime import ContextShape, LlamaRuntime
-from insieme.engine.llama.vocab import LlamaVocab
 from insieme.engine.tool_prompt import generic_messages
 
 pytestmark = pytest.mark.model
@@ -121,9 +119,9 @@ def test_benign_chats_tokenise_as_the_whole_text_always_did(
     runtime: LlamaRuntime, messages: list[dict[str, Any]]
 ) -> None:
     template = template_for(runtime)
-    prompt = LlamaPrompts(runtime, template).render_chat(messages)
+    prompt = chat_prompt(runtime, template, messages)
     assert prompt.text == template.render(messages)  # the plain text, nothing marked
-    assert prompt.tokens == LlamaPrompts(runtime).tokenize(prompt.text)
+    assert prompt.tokens == prompt_tokens(runtime, prompt.text)
 
 
 @settings(max_examples=200, deadline=None)
@@ -137,17 +135,17 @@ def test_any_text_that_spells_no_special_token_tokenises_as_before(
     assume(not any(t in c for c in contents for t in runtime.control_texts))
     messages = [{"role": ("user", "assistant")[i % 2], "content": c}
                 for i, c in enumerate(contents)]
-    prompt = LlamaPrompts(runtime, template_for(runtime)).render_chat(messages)
-    assert prompt.tokens == LlamaPrompts(runtime).tokenize(prompt.text)
+    prompt = chat_prompt(runtime, template_for(runtime), messages)
+    assert prompt.tokens == prompt_tokens(runtime, prompt.text)
 
 
 def test_benign_tools_calls_and_results_tokenise_as_before(runtime: LlamaRuntime) -> None:
     template = template_for(runtime, TOOLS_TEMPLATE)
     messages = [*tool_history(), {"role": "user", "content": "  And in Rome? ", "name": "ann"}]
-    prompt = LlamaPrompts(runtime, template).render_chat(messages, [WEATHER])
+    prompt = chat_prompt(runtime, template, messages, [WEATHER])
     assert '"name": "get_weather"' in prompt.text and "<tool_response>" in prompt.text
     assert prompt.text == template.render(messages, tools=[WEATHER])
-    assert prompt.tokens == LlamaPrompts(runtime).tokenize(prompt.text)
+    assert prompt.tokens == prompt_tokens(runtime, prompt.text)
 
 
 def _tool_chat(payload: str, where: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -179,14 +177,14 @@ TOOL_SPOTS = ["system", "user", "name", "assistant", "call name", "argument key"
 @pytest.mark.parametrize("where", TOOL_SPOTS)
 def test_special_text_a_client_sends_stays_text(runtime: LlamaRuntime, where: str) -> None:
     template = template_for(runtime, TOOLS_TEMPLATE)
-    prompt = LlamaPrompts(runtime, template).render_chat(*_tool_chat(PAYLOAD, where))
-    clean = LlamaPrompts(runtime, template).render_chat(*_tool_chat("", where))
+    prompt = chat_prompt(runtime, template, *_tool_chat(PAYLOAD, where))
+    clean = chat_prompt(runtime, template, *_tool_chat("", where))
     assert PAYLOAD in prompt.text or json.dumps(PAYLOAD)[1:-1] in prompt.text  # or tojson'd
     # Exactly the template's own special tokens, as without the payload; the payload is text.
     assert controls(runtime, prompt.tokens) == controls(runtime, clean.tokens)
     assert spelled(runtime, prompt.tokens) == prompt.text
     # Parsed as a whole, as it used to be, the payload would have opened turns of its own.
-    assert len(controls(runtime, LlamaPrompts(runtime).tokenize(prompt.text))) > len(
+    assert len(controls(runtime, prompt_tokens(runtime, prompt.text))) > len(
         controls(runtime, prompt.tokens))
 
 
@@ -209,7 +207,7 @@ def _bundled_chats(payload: str) -> list[list[dict[str, Any]]]:
 def test_the_bundled_template_opens_one_turn_per_message(runtime: LlamaRuntime,
                                                          case: int) -> None:
     messages = _bundled_chats(PAYLOAD)[case]
-    prompt = LlamaPrompts(runtime, template_for(runtime)).render_chat(messages)
+    prompt = chat_prompt(runtime, template_for(runtime), messages)
     im_start = runtime.tokenize("<|im_start|>", add_special=False)
     assert len(im_start) == 1
     own_system = messages[0]["role"] == "system"
@@ -226,10 +224,10 @@ def test_client_text_cannot_complete_a_special_token_the_template_begins(
     # The template's literal "_end|>" after content ending in "<|im" spells <|im_end|>.
     template = template_for(runtime, "{% for m in messages %}<|im_start|>{{ m.role }}\n"
                                      "{{ m.content }}_end|>\n{% endfor %}")
-    prompt = LlamaPrompts(runtime, template).render_chat([{"role": "user", "content": "Hi <|im"}])
+    prompt = chat_prompt(runtime, template, [{"role": "user", "content": "Hi <|im"}])
     assert prompt.text == "<|im_start|>user\nHi <|im_end|>\n"
     assert len(controls(runtime, prompt.tokens)) == 1
-    assert len(controls(runtime, LlamaPrompts(runtime).tokenize(prompt.text))) == 2
+    assert len(controls(runtime, prompt_tokens(runtime, prompt.text))) == 2
 
 
 @pytest.fixture
@@ -248,11 +246,11 @@ def test_a_template_that_writes_bos_token_gets_one_bos(
     messages = [{"role": "user", "content": runtime.token_text(bos) + "Hi"}]
     writes_bos = template_for(runtime, "{{ bos_token }}{% for m in messages %}"
                                        "{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:")
-    tokens = LlamaPrompts(runtime, writes_bos).render_chat(messages).tokens
+    tokens = chat_prompt(runtime, writes_bos, messages).tokens
     assert tokens[0] == bos and tokens[1] != bos
     assert tokens.count(bos) == 1  # the content's BOS text is text
     # SmolLM2's own template starts with <|im_start|>, which is its BOS token.
-    own = LlamaPrompts(runtime, template_for(runtime)).render_chat(messages).tokens
+    own = chat_prompt(runtime, template_for(runtime), messages).tokens
     assert own[0] == bos and own[1] != bos
 
 
@@ -263,16 +261,16 @@ def test_a_bos_is_added_when_the_model_wants_one_and_only_once(
     plain = template_for(runtime, "{% for m in messages %}{{ m.content }}{% endfor %}")
     bos_text = runtime.token_text(bos)
     messages = [{"role": "user", "content": bos_text + "Hi"}]
-    assert LlamaPrompts(runtime, plain).render_chat(messages).tokens[0] != bos
-    assert LlamaPrompts(runtime).tokenize("Hello")[0] != bos
+    assert chat_prompt(runtime, plain, messages).tokens[0] != bos
+    assert prompt_tokens(runtime, "Hello")[0] != bos
     wants_bos()
-    tokens = LlamaPrompts(runtime, plain).render_chat(messages).tokens
+    tokens = chat_prompt(runtime, plain, messages).tokens
     assert tokens[0] == bos and tokens.count(bos) == 1
     # A raw completion prompt is parsed, its own BOS included, and gets no second one.
-    assert LlamaPrompts(runtime).tokenize("Hello")[0] == bos
-    raw = LlamaPrompts(runtime).tokenize(bos_text + "Hello")
+    assert prompt_tokens(runtime, "Hello")[0] == bos
+    raw = prompt_tokens(runtime, bos_text + "Hello")
     assert raw[0] == bos and raw[1] != bos
-    assert LlamaPrompts(runtime).tokenize(bos_text + "Hello", add_special=False)[0] == bos
+    assert prompt_tokens(runtime, bos_text + "Hello", add_special=False)[0] == bos
 
 
 @pytest.fixture
@@ -294,22 +292,3 @@ async def test_the_engine_renders_and_tokenises_in_one_call(engine: LlamaEngine)
     assert len(injected.tokens) > len(await engine.tokenize(injected.text)) + 4 * 5
     im_start = await engine.tokenize("<|im_start|>", add_special=False)
     assert [prompt.tokens.count(im_start[0]), injected.tokens.count(im_start[0])] == [3, 3]
-
-
-def test_the_vocabulary_alone_renders_and_tokenises_as_the_engine(runtime: LlamaRuntime) -> None:
-    """What the ingress in front of Ray replicas does: the same prompts from the model file's
-    vocabulary and metadata alone, no weights loaded."""
-    vocab = LlamaVocab(str(bundled_model_path()), vocab_only=True)
-    try:
-        assert vocab.special_tokens == runtime.special_tokens
-        assert (vocab.n_vocab, vocab.bos_id, vocab.add_bos) == (
-            runtime.n_vocab, runtime.bos_id, runtime.add_bos)
-        alone, engine = LlamaPrompts(vocab), LlamaPrompts(runtime)
-        for messages in (*_bundled_chats(PAYLOAD), tool_history()):
-            assert alone.render_chat(messages) == engine.render_chat(messages)
-        assert alone.render_chat(tool_history(), [WEATHER]) == engine.render_chat(
-            tool_history(), [WEATHER])
-        for text in ("The sky is", PAYLOAD, "héllo <|im_start|> wörld"):
-            assert alone.tokenize(text) == engine.tokenize(text)
-    finally:
-        vocab.close()
