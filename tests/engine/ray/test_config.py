@@ -3,6 +3,7 @@ settings that cannot work."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from tests.engine.ray.cluster import require_ray
 
 require_ray()
+
+ROOT = Path(__file__).resolve().parents[3]
 
 from insieme.cli import serve_parser, server_config  # noqa: E402
 from insieme.engine.ray.deploy import replica_options  # noqa: E402
@@ -60,3 +63,19 @@ def test_routers_by_name(router: str, suffix: str) -> None:
 def test_settings_that_cannot_work_are_refused(argv: tuple[str, ...], says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         options(*argv)
+
+
+def test_the_serve_deploy_recipe_builds() -> None:
+    """deploy/serve.yaml's application, as `serve deploy` would build it from its args: the
+    insieme API as the ingress deployment, bound to the engine replicas."""
+    import yaml
+    from ray.serve import Application
+
+    from insieme.ray_serve import build_app
+
+    config = yaml.safe_load((ROOT / "deploy" / "serve.yaml").read_text())
+    (application,) = config["applications"]
+    assert application["import_path"] == "insieme.ray_serve:build_app"
+    assert isinstance(build_app(application["args"]), Application)
+    with pytest.raises(ConfigError, match="unknown insieme serve options: thread"):
+        build_app({**application["args"], "thread": 2})
