@@ -12,8 +12,9 @@ measured) and the servers it compares, every engine with one thread:
 - scale: ``direct`` (insieme serve, no Ray), ``ray-1`` (one replica) and ``ray-2`` (two
   replicas, one per node), closed loop at concurrency 16 (output tok/s, TTFT), and direct
   against ray-1 at concurrency 1 (TTFT without queueing);
-- affinity: two replicas with the prefix router against two with Serve's power-of-two router,
-  on the multi-turn dataset (conversations sharing a system prompt), cached prompt tokens;
+- affinity: two replicas with the prefix router against two with round robin, on the
+  multi-turn dataset (conversations sharing a system prompt, with and without a document of
+  their own), cached prompt tokens;
 - failover: non-streamed requests at concurrency 16 on two replicas, one replica's process
   killed under load: requests lost.
 
@@ -170,11 +171,17 @@ def run_part(part: str, cluster: LocalCluster, rounds: int) -> dict[str, Any]:
                                   ignore_eos=True)}
         if part == "affinity":
             servers = {"prefix": up("prefix", ray_server(cluster, "prefix", 2)),
-                       "pow2": up("pow2", ray_server(cluster, "pow2", 2, "--ray-router",
-                                                     "pow2"))}
-            # 16 conversations of 3 turns a round, 2 rounds: 32 conversations each.
-            return {"multi_turn": measure(servers, rounds, concurrency=8, requests=48,
-                                          max_tokens=32, dataset="multi-turn", turns=3)}
+                       "round-robin": up("round-robin", ray_server(
+                           cluster, "rr", 2, "--ray-router", "round-robin"))}
+            # 32 conversations of 3 turns a round, as many as the two replicas' 16 slots can
+            # keep the caches of when each conversation stays on one replica. The later
+            # turns come back in a random order: round robin must not find a conversation's
+            # replica again by the waves' repeating one order.
+            # "documents": each conversation carries its own 300-word document beside the
+            # shared system prompt; "shared": the system prompt alone.
+            return {name: measure(servers, rounds, concurrency=8, requests=96, max_tokens=32,
+                                  dataset="multi-turn", turns=3, context_words=words)
+                    for name, words in (("documents", 300), ("shared", 0))}
         root = up("failover", ray_server(cluster, "failover", 2))
         return {"failover": kill_one_under_load(root, requests=48, concurrency=16)}
     finally:
