@@ -42,7 +42,8 @@ _DATASET_FLAGS = (("random_input_len", "--random-input-len", "random"),
                   ("random_output_len", "--random-output-len", "random"),
                   ("random_range_ratio", "--random-range-ratio", "random"),
                   ("turns", "--turns", "multi-turn"),
-                  ("context_words", "--context-words", "multi-turn"))
+                  ("context_words", "--context-words", "multi-turn"),
+                  ("system_prompt", "--no-system-prompt", "multi-turn"))
 
 
 def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -102,6 +103,10 @@ def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                       "document of its own, W words (about a token each), so conversations "
                       "share only the system prompt (default: "
                       f"{_DEFAULTS.context_words})")
+    data.add_argument("--no-system-prompt", dest="system_prompt", action="store_false",
+                      default=None, help="multi-turn: conversations open without the shared "
+                      "system prompt; with --context-words they share nothing, and a cache "
+                      "can only find a conversation's own history")
     data.add_argument("--temperature", type=float, default=_DEFAULTS.temperature,
                       help="sampling temperature (default: %(default)s)")
     data.add_argument("--ignore-eos", action="store_true",

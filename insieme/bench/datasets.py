@@ -66,7 +66,8 @@ def build_workload(settings: BenchSettings) -> tuple[Conversation, ...]:
             settings.random_range_ratio, seed))
     if settings.dataset == "multi-turn":
         return conversations(count // settings.turns, settings.turns, seed,
-                             context_words=settings.context_words, words=WORDS)
+                             context_words=settings.context_words, words=WORDS,
+                             system_prompt=settings.system_prompt)
     if settings.dataset == "grounded":
         return tuple((prompt,) for prompt in grounded_prompts(count, seed))
     return tuple((settings.prompt_at(index),) for index in range(count))

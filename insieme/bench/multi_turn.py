@@ -6,7 +6,9 @@ request repeats its conversation's whole history, and every conversation the sys
 the workload that prefix caching is for. The questions and follow-ups are drawn, seeded, from
 the banks below. With ``context_words``, each conversation's first message also carries a
 document of its own (that many words, drawn from ``words``): what it shares with the others
-is then only the system prompt, as for chats over each user's own files.
+is then only the system prompt, as for chats over each user's own files. Without the system
+prompt (``system_prompt=False``) such conversations share nothing but the chat template's
+own opening, so what a cache finds for a later turn is that conversation's history alone.
 """
 
 from __future__ import annotations
@@ -69,10 +71,11 @@ FOLLOW_UPS = (
 
 
 def conversations(count: int, turns: int, seed: int = 0, context_words: int = 0,
-                  words: Sequence[str] = ()) -> tuple[tuple[Prompt, ...], ...]:
+                  words: Sequence[str] = (), system_prompt: bool = True,
+                  ) -> tuple[tuple[Prompt, ...], ...]:
     """``count`` conversations of ``turns`` turns; the first turn carries the system prompt
-    (and the conversation's document), later ones only their user message (the runner adds
-    the history before it)."""
+    (unless told not to) and the conversation's document, later ones only their user message
+    (the runner adds the history before it)."""
     rng = random.Random(f"multi-turn:{seed}")
     made = []
     for index in range(count):
@@ -84,8 +87,8 @@ def conversations(count: int, turns: int, seed: int = 0, context_words: int = 0,
             draw = random.Random(f"multi-turn-document:{seed}:{index}")
             document = " ".join(draw.choices(words, k=context_words))
             question = f"My notes from earlier visits:\n{document}\n\n{question}"
-        first = Prompt(({"role": "system", "content": SYSTEM_PROMPT},
-                        {"role": "user", "content": question}))
+        opening = ({"role": "system", "content": SYSTEM_PROMPT},) if system_prompt else ()
+        first = Prompt((*opening, {"role": "user", "content": question}))
         made.append((first, *(Prompt(({"role": "user", "content": text},))
                               for text in follow_ups)))
     return tuple(made)

@@ -103,7 +103,12 @@ def describe_workload(settings: dict[str, Any]) -> str:
         text += (f" (input {params.get('input_len')}, output {params.get('output_len')}, "
                  f"range ±{params.get('range_ratio')})")
     elif dataset == "multi-turn" and params:
-        text += f" ({params.get('conversations')} × {params.get('turns')} turns)"
+        details = [f"{params.get('conversations')} × {params.get('turns')} turns"]
+        if params.get("context_words"):
+            details.append(f"{params['context_words']}-word documents")
+        if params.get("system_prompt") is False:
+            details.append("no system prompt")
+        text += f" ({', '.join(details)})"
     if dataset not in ("random", "grounded"):  # those give each request its own
         text += f" · max_tokens {settings.get('max_tokens')}"
     slos = describe_slos(settings)

@@ -70,6 +70,7 @@ class BenchSettings:
     random_range_ratio: float = 0.0
     turns: int = 4  # multi-turn: requests per conversation
     context_words: int = 0  # multi-turn: words of each conversation's own document
+    system_prompt: bool = True  # multi-turn: conversations open with the shared system prompt
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
 
@@ -176,7 +177,7 @@ class BenchSettings:
                     "range_ratio": self.random_range_ratio}
         if self.dataset == "multi-turn":
             return {"turns": self.turns, "conversations": self.requests // self.turns,
-                    "context_words": self.context_words}
+                    "context_words": self.context_words, "system_prompt": self.system_prompt}
         if self.dataset in ("builtin", "jsonl"):
             return {"source": self.prompts_source, "prompt_count": len(self.prompts)}
         return {}

@@ -175,6 +175,10 @@ def test_multi_turn_and_grounded_datasets_run(
     assert main(bench(base_url, "--concurrency", "2", "--dataset", "multi-turn",
                       "--turns", "2")) == 0
     assert "dataset multi-turn (4 × 2 turns)" in capsys.readouterr().out
+    assert main(bench(base_url, "--concurrency", "2", "--dataset", "multi-turn", "--turns",
+                      "2", "--context-words", "20", "--no-system-prompt")) == 0
+    assert ("dataset multi-turn (4 × 2 turns, 20-word documents, no system prompt)"
+            in capsys.readouterr().out)
     assert main(bench(base_url, "--concurrency", "2", "--dataset", "grounded")) == 0
     assert "dataset grounded" in capsys.readouterr().out
 
@@ -189,6 +193,7 @@ def test_multi_turn_and_grounded_datasets_run(
     (["--dataset", "random", "--random-range-ratio", "-0.5"], "--random-range-ratio must be"),
     (["--random-input-len", "64"], "--random-input-len applies to --dataset random"),
     (["--turns", "3"], "--turns applies to --dataset multi-turn, not builtin"),
+    (["--no-system-prompt"], "--no-system-prompt applies to --dataset multi-turn"),
     (["--dataset", "multi-turn", "--turns", "3"], "must be a multiple of --turns (3)"),
     (["--dataset", "jsonl"], "--dataset jsonl needs --prompts"),
     (["--slo-ttft", "0"], "--slo-ttft must be a positive number"),

@@ -139,6 +139,17 @@ def test_multi_turn_context_words_give_each_conversation_its_own_document() -> N
         user_text(c[0]).split("\n\n")[1] for c in workload]
 
 
+def test_multi_turn_without_the_system_prompt_shares_nothing_but_the_template() -> None:
+    shared = build_workload(settings(dataset="multi-turn", turns=2, requests=16, seed=3,
+                                     context_words=50))
+    private = build_workload(settings(dataset="multi-turn", turns=2, requests=16, seed=3,
+                                      context_words=50, system_prompt=False))
+    for with_it, without in zip(shared, private, strict=True):
+        assert [m["role"] for m in without[0].messages] == ["user"]
+        assert without[0].messages[0] == with_it[0].messages[1]  # same document, question
+        assert without[1:] == with_it[1:]
+
+
 def test_grounded_items_contain_their_text() -> None:
     prompts = grounded_prompts(200, seed=0)
     texts = {t.body for t in TEXTS}

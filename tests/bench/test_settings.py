@@ -88,7 +88,8 @@ def test_slo_and_dataset_params() -> None:
     assert random.dataset_params() == {"input_len": 64, "output_len": 128, "range_ratio": 0.25}
     chats = BenchSettings(base_url="http://h/v1", model="m", dataset="multi-turn", turns=2,
                           requests=32)
-    assert chats.dataset_params() == {"turns": 2, "conversations": 16, "context_words": 0}
+    assert chats.dataset_params() == {"turns": 2, "conversations": 16, "context_words": 0,
+                                    "system_prompt": True}
 
 
 def test_a_prompts_own_max_tokens_and_ignore_eos_win() -> None:
