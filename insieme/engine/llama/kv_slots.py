@@ -7,9 +7,10 @@ arrivals fill every slot, or did within the last slots' worth of admissions: the
 takes care of itself and an arrival takes over the slot holding its prompt. Its prompt's
 longest cached prefix, in any slot, free or running, is reused: in place when it is that
 slot, else copied, so other conversations' caches survive.
-The slot given up is the one whose loss costs the fewest cached tokens (what no other slot
-also holds). Cached cells of free slots are dropped, least recently used first, when a
-unified cache runs short.
+The slot given up is one whose loss costs no cached tokens (what it holds, another slot holds
+too), else the least recently used; when contiguity takes a slot whose cache is newer, that
+cache is first moved to the slot given up. Cached cells of free slots are dropped, least
+recently used first, when a unified cache runs short.
 """
 
 from __future__ import annotations
@@ -155,7 +156,15 @@ class SlotManager:
         tied = [s for s in free if ranks[s.seq_id] == best]
         if len(tied) == 1:
             return tied[0]
-        return min(tied, key=lambda s: (self._lost_if_taken(s), s.last_used))
+        return min(tied, key=self._eviction_rank)
+
+    def _eviction_rank(self, slot: Slot) -> tuple[bool, float]:
+        """Which free slot's cache to give up first: one that costs nothing (empty, or held
+        by another slot too), then the least recently used. Recency, not size: a long cache
+        from an hour ago is worth less than the conversation that answered a moment ago and
+        is about to send its next turn (ranking by tokens lost evicted exactly those, once
+        every slot held something)."""
+        return self._lost_if_taken(slot) > 0, slot.last_used
 
     def _rescue(self, target: Slot, free: list[Slot], source: Slot | None) -> None:
         """Before ``target`` is overwritten, move what only it holds to a free slot whose
@@ -168,7 +177,13 @@ class SlotManager:
         spare = [s for s in free if s is not target and s is not source
                  and self._lost_if_taken(s) == 0]
         if not spare:
-            return
+            # Every other free slot holds a cache of its own: give up the least recently
+            # used of them instead, when it is older than what ``target`` holds.
+            others = [s for s in free if s is not target and s is not source]
+            oldest = min(others, key=lambda s: s.last_used, default=None)
+            if oldest is None or oldest.last_used >= target.last_used:
+                return
+            spare = [oldest]
         owned = {s.seq_id for s in self._slots if s.owner is not None} | {target.seq_id}
         # Away from the running ids, where the next arrival would not need it.
         dest = min(spare, key=lambda s: ((s.seq_id - 1 in owned) or (s.seq_id + 1 in owned),

@@ -123,3 +123,54 @@ def test_a_burst_arriving_one_by_one_finds_every_prompt(
         run(slots, kv, seq, reply(i))
         owned.append(seq.slot)  # type: ignore[arg-type]
         assert max(owned) - min(owned) == len(owned) - 1, f"running ids scattered: {owned}"
+
+
+def test_conversations_keep_their_history_when_every_slot_holds_an_older_cache(
+    kv: FakeKV,
+) -> None:
+    # A server that has run for a while: every slot holds some earlier conversation's cache,
+    # each held nowhere else. Then 8 conversations of 3 turns, 4 at a time (fewer than the
+    # slots). Arrivals are placed next to the running ids; what they overwrite must be the
+    # oldest caches, not the history of a conversation that has just answered.
+    slots = SlotManager(kv, N_SLOTS, prefix_caching=True)  # type: ignore[arg-type]
+    for seq_id in range(N_SLOTS):
+        hold(slots, kv, seq_id, prompt(100 + seq_id) + reply(100 + seq_id))
+    history = {i: prompt(i) for i in range(8)}
+    computed = {i: 0 for i in range(8)}  # what its last turn left in the KV cache
+    for turn in range(3):
+        for wave in (range(4), range(4, 8)):
+            seqs = []
+            for i in wave:
+                seq = new_seq(history[i])
+                cached = slots.acquire(seq)
+                if turn:
+                    assert cached == computed[i], (
+                        f"conversation {i} lost its history before turn {turn}")
+                run(slots, kv, seq, reply(i)[turn * 10: turn * 10 + 10])
+                seqs.append((i, seq))
+            for i, seq in seqs:
+                computed[i] = seq.num_computed
+                history[i] = list(seq.tokens) + [7, 8, 9]  # the next user message
+                slots.release(seq)
+
+
+def test_a_newer_cache_taken_for_contiguity_goes_to_the_oldest_slot(kv: FakeKV) -> None:
+    # Slot 5 holds the history of a conversation that just answered, between two running
+    # sequences; every other slot holds an older cache of its own. An arrival takes slot 5
+    # (contiguity), so the history moves to the least recently used slot, not away.
+    slots = SlotManager(kv, N_SLOTS, prefix_caching=True)  # type: ignore[arg-type]
+    for seq_id in range(N_SLOTS):
+        hold(slots, kv, seq_id, prompt(100 + seq_id) + reply(100 + seq_id))
+        slots._slots[seq_id].last_used = 10.0 + seq_id  # noqa: SLF001
+    hold(slots, kv, 4, prompt(40), owner=new_seq(prompt(40)))
+    hold(slots, kv, 6, prompt(60), owner=new_seq(prompt(60)))
+    recent = prompt(0) + reply(0)
+    hold(slots, kv, 5, recent)
+    slots._slots[5].last_used = 1e12  # noqa: SLF001 - newer than any
+    arrival = new_seq(prompt(1))
+    slots.acquire(arrival)
+    assert arrival.slot == 5 and slots.rescues == 1
+    moved_to = [seq_id for seq_id, cells in kv.cells.items() if cells == recent]
+    assert moved_to in ([0], [1])  # the oldest (slot 0, unless it was the copy's source)
+    again = new_seq(recent + [7, 8, 9])
+    assert slots.acquire(again) == len(recent)
