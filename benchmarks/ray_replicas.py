@@ -14,9 +14,15 @@ measured) and the servers it compares, every engine with one thread:
   against ray-1 at concurrency 1 (TTFT without queueing);
 - affinity: two replicas with the prefix router against two with round robin, on the
   multi-turn dataset (conversations sharing a system prompt, with and without a document of
-  their own), cached prompt tokens;
+  their own, and with a document but no system prompt), cached prompt tokens;
 - failover: non-streamed requests at concurrency 16 on two replicas, one replica's process
-  killed under load: requests lost.
+  killed under load: requests lost;
+- ceiling: what this machine allows two engines without Ray (two ``insieme serve`` side by
+  side, each at half the concurrency, against one alone), the bound on scale-out here;
+- ingress: direct against ray-1 at concurrency 1 only.
+
+The scale part also reports where the CPU went while each server ran (``cores``): its
+replicas' processes, its ingress (for ``direct``, the engine too), the client, the rest.
 
 Writes benchmarks/out/ray_<part>.json.
 """
@@ -67,12 +73,43 @@ def ray_server(cluster: LocalCluster, name: str, replicas: int, *extra: str) -> 
             str(replicas), "--max-replicas-per-node", "1", *extra]
 
 
-def measure(servers: dict[str, str], rounds: int, **settings: Any) -> dict[str, Any]:
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) that process ``pid`` has used so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every core of the machine has spent not idle, so far."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values[:8]) - idle) / TICKS
+
+
+def cpu_groups(root: str, ingress: int) -> dict[str, list[int]]:
+    """The processes of one server by role: its engine replicas (none apart from the ingress
+    when it serves without Ray), the ingress, and this benchmark's client."""
+    health = httpx.get(f"{root}/health", timeout=10).json()
+    return {"replicas": [r["pid"] for r in health.get("replicas", []) if r.get("pid")],
+            "ingress": [ingress], "client": [os.getpid()]}
+
+
+def measure(servers: dict[str, str], rounds: int, pids: dict[str, int] | None = None,
+            **settings: Any) -> dict[str, Any]:
     """Each server in turn, ``rounds`` times (the order rotating); each server's rounds pooled.
     A ``seed`` differing per round keeps a later round from finding the earlier one's
-    conversations in a cache."""
+    conversations in a cache. With ``pids`` (each server's own process), also where the
+    machine's CPU went while each server was measured, in cores: its replicas, its ingress,
+    the client, and the rest (Ray's own processes, the system)."""
     names = list(servers)
     pooled: dict[str, tuple[list[RequestRecord], float]] = {n: ([], 0.0) for n in names}
+    cores: dict[str, dict[str, float]] = {n: {} for n in names}
     level = settings.pop("concurrency")
     for index in range(rounds):
         shift = index % len(names)
@@ -80,15 +117,83 @@ def measure(servers: dict[str, str], rounds: int, **settings: Any) -> dict[str, 
             bench = BenchSettings(base_url=f"{servers[name]}/v1", model=MODEL,
                                   concurrency=(level,), temperature=0.0, label=name,
                                   seed=index, **settings)
+            groups = cpu_groups(servers[name], pids[name]) if pids else {}
+            before = {g: sum(map(cpu_seconds, ps)) for g, ps in groups.items()}
+            busy = machine_busy_seconds()
             records, seconds = asyncio.run(run_level_records(bench, level))
+            used = {g: sum(map(cpu_seconds, ps)) - before[g] for g, ps in groups.items()}
+            if groups:
+                used["other"] = machine_busy_seconds() - busy - sum(used.values())
+                for group, value in used.items():
+                    cores[name][group] = cores[name].get(group, 0.0) + value
             done = [r for r in records if r.ok]
             print(f"c={level} round {index + 1}/{rounds} {name:<10} "
                   f"{sum(r.output_len for r in done) / seconds:6.1f} tok/s "
-                  f"({len(records) - len(done)} failed)", flush=True)
+                  f"({len(records) - len(done)} failed)"
+                  + "".join(f" {g} {v / seconds:.2f}" for g, v in used.items()), flush=True)
             kept, total = pooled[name]
             pooled[name] = (kept + records, total + seconds)
-    return {name: asdict(summarize(records, concurrency=level, duration_s=seconds))
-            for name, (records, seconds) in pooled.items()}
+    results = {name: asdict(summarize(records, concurrency=level, duration_s=seconds))
+               for name, (records, seconds) in pooled.items()}
+    for name, (records, seconds) in pooled.items():
+        # Requests that found most of their prompt cached: on the multi-turn workloads with
+        # documents, a later turn that found its conversation's history (a first turn there
+        # is under half system prompt, a later one over 90% history).
+        results[name]["mostly_cached"] = sum(
+            1 for r in records if r.ok and r.prompt_tokens and r.cached_tokens is not None
+            and r.cached_tokens >= 0.7 * r.prompt_tokens)
+        if cores[name]:
+            results[name]["cores"] = {g: round(v / seconds, 2) for g, v in cores[name].items()}
+    return results
+
+
+def measure_ceiling(servers: dict[str, str], pair: dict[str, str], rounds: int,
+                    pids: dict[str, int], **settings: Any) -> dict[str, Any]:
+    """What this machine allows two engines without Ray, beside what Ray makes of them: each
+    round, every server in ``servers`` alone at the level given, and the two ``pair`` servers
+    (plain ``insieme serve``) at once at half the level each, one client each in one event
+    loop; the order rotating. Each pooled, with where the CPU went (as ``measure``)."""
+    level = settings.pop("concurrency")
+    names = [*servers, "pair"]
+    pooled: dict[str, tuple[list[RequestRecord], float]] = {n: ([], 0.0) for n in names}
+    cores: dict[str, dict[str, float]] = {n: {} for n in names}
+
+    def bench(root: str, concurrency: int, seed: int) -> BenchSettings:
+        return BenchSettings(base_url=f"{root}/v1", model=MODEL, concurrency=(concurrency,),
+                             temperature=0.0, seed=seed, **settings)
+
+    async def both(seed: int) -> tuple[list[RequestRecord], float]:
+        started = time.monotonic()
+        runs = await asyncio.gather(*(run_level_records(
+            bench(root, level // 2, seed), level // 2) for root in pair.values()))
+        return [r for records, _ in runs for r in records], time.monotonic() - started
+
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            groups = ({"servers": [pids[n] for n in pair], "client": [os.getpid()]}
+                      if name == "pair" else cpu_groups(servers[name], pids[name]))
+            before = {g: sum(map(cpu_seconds, ps)) for g, ps in groups.items()}
+            busy = machine_busy_seconds()
+            if name == "pair":
+                records, seconds = asyncio.run(both(index))
+            else:
+                records, seconds = asyncio.run(run_level_records(
+                    bench(servers[name], level, index), level))
+            used = {g: sum(map(cpu_seconds, ps)) - before[g] for g, ps in groups.items()}
+            used["other"] = machine_busy_seconds() - busy - sum(used.values())
+            for group, value in used.items():
+                cores[name][group] = cores[name].get(group, 0.0) + value
+            print(f"c={level} round {index + 1}/{rounds} {name:<10} "
+                  f"{sum(r.output_len for r in records if r.ok) / seconds:6.1f} tok/s"
+                  + "".join(f" {g} {v / seconds:.2f}" for g, v in used.items()), flush=True)
+            kept, total = pooled[name]
+            pooled[name] = (kept + records, total + seconds)
+    results = {}
+    for name, (records, seconds) in pooled.items():
+        results[name] = asdict(summarize(records, concurrency=level, duration_s=seconds))
+        results[name]["cores"] = {g: round(v / seconds, 2) for g, v in cores[name].items()}
+    return results
 
 
 def kill_one_under_load(root: str, requests: int, concurrency: int) -> dict[str, Any]:
@@ -129,7 +234,8 @@ def kill_one_under_load(root: str, requests: int, concurrency: int) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("scale", "affinity", "failover", "ingress", "all"),
+    parser.add_argument("--part", choices=("scale", "affinity", "failover", "ingress", "ceiling",
+                                           "all"),
                         required=True)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
@@ -149,21 +255,42 @@ def main() -> None:
 def run_part(part: str, cluster: LocalCluster, rounds: int) -> dict[str, Any]:
     processes: list[subprocess.Popen[bytes]] = []
 
+    pids: dict[str, int] = {}
+
     def up(name: str, extra: list[str]) -> str:
         process, root = start(name, extra)
         processes.append(process)
+        pids[name] = process.pid
         return root
 
     try:
         if part == "scale":
+            # ray-2 with the default (prefix) router, and with round robin: the scale-out
+            # workload repeats a handful of prompts, which prefix routing keeps together.
             servers = {"direct": up("direct", []),
                        "ray-1": up("ray-1", ray_server(cluster, "one", 1)),
-                       "ray-2": up("ray-2", ray_server(cluster, "two", 2))}
+                       "ray-2": up("ray-2", ray_server(cluster, "two", 2)),
+                       "ray-2-rr": up("ray-2-rr", ray_server(cluster, "two-rr", 2,
+                                                            "--ray-router", "round-robin"))}
             single = {name: servers[name] for name in ("direct", "ray-1")}
-            return {"c16": measure(servers, rounds, concurrency=16, requests=32,
-                                   max_tokens=32, ignore_eos=True),
-                    "c1": measure(single, rounds, concurrency=1, requests=6, max_tokens=24,
-                                  ignore_eos=True)}
+            results = {"c16": measure(servers, rounds, pids, concurrency=16, requests=32,
+                                      max_tokens=32, ignore_eos=True),
+                       "c1": measure(single, rounds, concurrency=1, requests=6,
+                                     max_tokens=24, ignore_eos=True)}
+            for name in ("ray-2", "ray-2-rr"):  # how each router split the requests
+                health = httpx.get(f"{servers[name]}/health", timeout=10).json()
+                results["c16"][name]["served_by_replica"] = sorted(
+                    r.get("served", 0) for r in health["replicas"])
+            return results
+        if part == "ceiling":  # two engines on this machine without Ray: scale-out's ceiling
+            servers = {"direct": up("direct", []), "direct-2": up("direct-2", []),
+                       "ray-1": up("ray-1", ray_server(cluster, "one", 1)),
+                       "ray-2": up("ray-2", ray_server(cluster, "two", 2))}
+            alone = {name: servers[name] for name in ("direct", "ray-1", "ray-2")}
+            pair = {name: servers[name] for name in ("direct", "direct-2")}
+            return {"c16": measure_ceiling(alone, pair, rounds, pids,
+                                           concurrency=16, requests=32, max_tokens=32,
+                                           ignore_eos=True)}
         if part == "ingress":  # the ingress cost alone, without queueing
             servers = {"direct": up("direct", []),
                        "ray-1": up("ray-1", ray_server(cluster, "one", 1))}
@@ -178,10 +305,13 @@ def run_part(part: str, cluster: LocalCluster, rounds: int) -> dict[str, Any]:
             # turns come back in a random order: round robin must not find a conversation's
             # replica again by the waves' repeating one order.
             # "documents": each conversation carries its own 300-word document beside the
-            # shared system prompt; "shared": the system prompt alone.
+            # shared system prompt; "shared": the system prompt alone; "private": the
+            # document without the system prompt, so that what is cached is history alone.
+            workloads = (("documents", 300, True), ("shared", 0, True), ("private", 300, False))
             return {name: measure(servers, rounds, concurrency=8, requests=96, max_tokens=32,
-                                  dataset="multi-turn", turns=3, context_words=words)
-                    for name, words in (("documents", 300), ("shared", 0))}
+                                  dataset="multi-turn", turns=3, context_words=words,
+                                  system_prompt=system)
+                    for name, words, system in workloads}
         root = up("failover", ray_server(cluster, "failover", 2))
         return {"failover": kill_one_under_load(root, requests=48, concurrency=16)}
     finally:

@@ -136,8 +136,7 @@ class SlotManager:
     def _place(self, free: list[Slot], *, prefer: Slot | None, full_house: bool) -> Slot:
         """The free slot to use: ``prefer`` (it holds the prompt's prefix: no copy) when the
         house is full, else the fewest runs of consecutive running ids once it is taken and
-        then ``prefer``; among the rest, the one whose cached tokens are least lost (held by
-        no other slot), then the least recently used."""
+        then ``prefer``; among the rest, see ``_eviction_rank``."""
         owned = {s.seq_id for s in self._slots if s.owner is not None}
         unified = self._runtime.shape.kv_unified
 
