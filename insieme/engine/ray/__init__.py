@@ -13,7 +13,7 @@ os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 def _serve_throughput_optimized() -> None:
     """Ray Serve's throughput-optimized mode for this process, the ingress: its handles' router
     runs on the caller's event loop and calls the replicas over Serve's inter-deployment gRPC
-    (every replica serves it). Measured at concurrency 1, the ingress then added 7-11 ms to
+    (every replica serves it). Measured at concurrency 1, the ingress then added 5-11 ms to
     TTFT p50 against 13-21 ms without (BENCHMARKS.md). Serve reads the switch once, when it is
     imported; it is taken back out of the environment afterwards, so that a Ray instance this
     process starts (``--ray-address local``) runs its replicas in Serve's default mode: with

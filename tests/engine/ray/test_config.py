@@ -3,6 +3,9 @@ settings that cannot work."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +82,20 @@ def test_the_serve_deploy_recipe_builds() -> None:
     assert isinstance(build_app(application["args"]), Application)
     with pytest.raises(ConfigError, match="unknown insieme serve options: thread"):
         build_app({**application["args"], "thread": 2})
+
+
+def test_the_ingress_reads_serve_throughput_mode_without_passing_it_on() -> None:
+    # The ingress process: Serve's handles route on the caller's loop over gRPC; the
+    # variable is gone again, so a Ray instance it starts keeps the replicas' default mode.
+    # A value the user gave is theirs.
+    probe = ("import os, insieme.engine.ray; from ray.serve._private import constants as c; "
+             "print(c.RAY_SERVE_USE_GRPC_BY_DEFAULT, c.RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP, "
+             "os.environ.get('RAY_SERVE_THROUGHPUT_OPTIMIZED'))")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
+    found = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                           text=True, check=True, cwd=ROOT).stdout.split()
+    assert found == ["True", "False", "None"]
+    env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "0"
+    found = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                           text=True, check=True, cwd=ROOT).stdout.split()
+    assert found == ["False", "True", "0"]
