@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -92,19 +93,42 @@ def machine_busy_seconds() -> float:
     return (sum(values[:8]) - idle) / TICKS
 
 
-def cpu_groups(root: str, ingress: int) -> dict[str, list[int]]:
-    """The processes of one server by role: its engine replicas (none apart from the ingress
-    when it serves without Ray), the ingress, and this benchmark's client."""
-    health = httpx.get(f"{root}/health", timeout=10).json()
-    return {"replicas": [r["pid"] for r in health.get("replicas", []) if r.get("pid")],
-            "ingress": [ingress], "client": [os.getpid()]}
+def cpu_groups(roots: tuple[str, ...], pids: dict[str, int]) -> dict[str, list[int]]:
+    """The processes of what is measured, by role: the engine replicas (none when the servers
+    run without Ray), the servers' own processes (the ingress; with the engine in it without
+    Ray) and this benchmark's client."""
+    replicas = [r["pid"] for root in roots
+                for r in httpx.get(f"{root}/health", timeout=10).json().get("replicas", [])
+                if r.get("pid")]
+    return {"replicas": replicas, "ingress": [pids[root] for root in roots],
+            "client": [os.getpid()]}
 
 
-def measure(servers: dict[str, str], rounds: int, pids: dict[str, int] | None = None,
-            **settings: Any) -> dict[str, Any]:
+def run_at_once(roots: tuple[str, ...], level: int,
+                **settings: Any) -> tuple[list[RequestRecord], float]:
+    """One level on ``roots`` at once, each given an equal share of the concurrency (one
+    client each, in one event loop); the records pooled. One server: its own timing; several:
+    the wall time from the first start to the last finish, warm-ups included."""
+    share = level // len(roots)
+
+    async def run() -> tuple[list[RequestRecord], float]:
+        started = time.monotonic()
+        runs = await asyncio.gather(*(run_level_records(BenchSettings(
+            base_url=f"{root}/v1", model=MODEL, concurrency=(share,), temperature=0.0,
+            **settings), share) for root in roots))
+        if len(runs) == 1:
+            return runs[0]
+        return [r for records, _ in runs for r in records], time.monotonic() - started
+
+    return asyncio.run(run())
+
+
+def measure(servers: Mapping[str, str | tuple[str, ...]], rounds: int,
+            pids: dict[str, int] | None = None, **settings: Any) -> dict[str, Any]:
     """Each server in turn, ``rounds`` times (the order rotating); each server's rounds pooled.
-    A ``seed`` differing per round keeps a later round from finding the earlier one's
-    conversations in a cache. With ``pids`` (each server's own process), also where the
+    A server given as several roots is those servers measured at once, the concurrency split
+    between them. A ``seed`` differing per round keeps a later round from finding the earlier
+    one's conversations in a cache. With ``pids`` (each root's own process), also where the
     machine's CPU went while each server was measured, in cores: its replicas, its ingress,
     the client, and the rest (Ray's own processes, the system)."""
     names = list(servers)
@@ -114,13 +138,12 @@ def measure(servers: dict[str, str], rounds: int, pids: dict[str, int] | None = 
     for index in range(rounds):
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
-            bench = BenchSettings(base_url=f"{servers[name]}/v1", model=MODEL,
-                                  concurrency=(level,), temperature=0.0, label=name,
-                                  seed=index, **settings)
-            groups = cpu_groups(servers[name], pids[name]) if pids else {}
+            target = servers[name]
+            roots = (target,) if isinstance(target, str) else target
+            groups = cpu_groups(roots, pids) if pids else {}
             before = {g: sum(map(cpu_seconds, ps)) for g, ps in groups.items()}
             busy = machine_busy_seconds()
-            records, seconds = asyncio.run(run_level_records(bench, level))
+            records, seconds = run_at_once(roots, level, label=name, seed=index, **settings)
             used = {g: sum(map(cpu_seconds, ps)) - before[g] for g, ps in groups.items()}
             if groups:
                 used["other"] = machine_busy_seconds() - busy - sum(used.values())
@@ -144,55 +167,6 @@ def measure(servers: dict[str, str], rounds: int, pids: dict[str, int] | None = 
             and r.cached_tokens >= 0.7 * r.prompt_tokens)
         if cores[name]:
             results[name]["cores"] = {g: round(v / seconds, 2) for g, v in cores[name].items()}
-    return results
-
-
-def measure_ceiling(servers: dict[str, str], pair: dict[str, str], rounds: int,
-                    pids: dict[str, int], **settings: Any) -> dict[str, Any]:
-    """What this machine allows two engines without Ray, beside what Ray makes of them: each
-    round, every server in ``servers`` alone at the level given, and the two ``pair`` servers
-    (plain ``insieme serve``) at once at half the level each, one client each in one event
-    loop; the order rotating. Each pooled, with where the CPU went (as ``measure``)."""
-    level = settings.pop("concurrency")
-    names = [*servers, "pair"]
-    pooled: dict[str, tuple[list[RequestRecord], float]] = {n: ([], 0.0) for n in names}
-    cores: dict[str, dict[str, float]] = {n: {} for n in names}
-
-    def bench(root: str, concurrency: int, seed: int) -> BenchSettings:
-        return BenchSettings(base_url=f"{root}/v1", model=MODEL, concurrency=(concurrency,),
-                             temperature=0.0, seed=seed, **settings)
-
-    async def both(seed: int) -> tuple[list[RequestRecord], float]:
-        started = time.monotonic()
-        runs = await asyncio.gather(*(run_level_records(
-            bench(root, level // 2, seed), level // 2) for root in pair.values()))
-        return [r for records, _ in runs for r in records], time.monotonic() - started
-
-    for index in range(rounds):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            groups = ({"servers": [pids[n] for n in pair], "client": [os.getpid()]}
-                      if name == "pair" else cpu_groups(servers[name], pids[name]))
-            before = {g: sum(map(cpu_seconds, ps)) for g, ps in groups.items()}
-            busy = machine_busy_seconds()
-            if name == "pair":
-                records, seconds = asyncio.run(both(index))
-            else:
-                records, seconds = asyncio.run(run_level_records(
-                    bench(servers[name], level, index), level))
-            used = {g: sum(map(cpu_seconds, ps)) - before[g] for g, ps in groups.items()}
-            used["other"] = machine_busy_seconds() - busy - sum(used.values())
-            for group, value in used.items():
-                cores[name][group] = cores[name].get(group, 0.0) + value
-            print(f"c={level} round {index + 1}/{rounds} {name:<10} "
-                  f"{sum(r.output_len for r in records if r.ok) / seconds:6.1f} tok/s"
-                  + "".join(f" {g} {v / seconds:.2f}" for g, v in used.items()), flush=True)
-            kept, total = pooled[name]
-            pooled[name] = (kept + records, total + seconds)
-    results = {}
-    for name, (records, seconds) in pooled.items():
-        results[name] = asdict(summarize(records, concurrency=level, duration_s=seconds))
-        results[name]["cores"] = {g: round(v / seconds, 2) for g, v in cores[name].items()}
     return results
 
 
@@ -255,12 +229,12 @@ def main() -> None:
 def run_part(part: str, cluster: LocalCluster, rounds: int) -> dict[str, Any]:
     processes: list[subprocess.Popen[bytes]] = []
 
-    pids: dict[str, int] = {}
+    pids: dict[str, int] = {}  # each server's process, by its root URL
 
     def up(name: str, extra: list[str]) -> str:
         process, root = start(name, extra)
         processes.append(process)
-        pids[name] = process.pid
+        pids[root] = process.pid
         return root
 
     try:
@@ -283,14 +257,14 @@ def run_part(part: str, cluster: LocalCluster, rounds: int) -> dict[str, Any]:
                     r.get("served", 0) for r in health["replicas"])
             return results
         if part == "ceiling":  # two engines on this machine without Ray: scale-out's ceiling
-            servers = {"direct": up("direct", []), "direct-2": up("direct-2", []),
-                       "ray-1": up("ray-1", ray_server(cluster, "one", 1)),
-                       "ray-2": up("ray-2", ray_server(cluster, "two", 2))}
-            alone = {name: servers[name] for name in ("direct", "ray-1", "ray-2")}
-            pair = {name: servers[name] for name in ("direct", "direct-2")}
-            return {"c16": measure_ceiling(alone, pair, rounds, pids,
-                                           concurrency=16, requests=32, max_tokens=32,
-                                           ignore_eos=True)}
+            # "pair": two plain servers at once, at half the concurrency each.
+            direct = up("direct", [])
+            ceiling: dict[str, str | tuple[str, ...]] = {
+                "direct": direct, "ray-1": up("ray-1", ray_server(cluster, "one", 1)),
+                "ray-2": up("ray-2", ray_server(cluster, "two", 2)),
+                "pair": (direct, up("direct-2", []))}
+            return {"c16": measure(ceiling, rounds, pids, concurrency=16, requests=32,
+                                   max_tokens=32, ignore_eos=True)}
         if part == "ingress":  # the ingress cost alone, without queueing
             servers = {"direct": up("direct", []),
                        "ray-1": up("ray-1", ray_server(cluster, "one", 1))}
